@@ -1,0 +1,80 @@
+"""Flags and helpers several subcommands share: model selection, threads, typed argument parsers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TYPE_CHECKING
+
+from multiscale_transformer.errors import UserError
+
+if TYPE_CHECKING:
+    from multiscale_transformer.model.model import MultiScaleTransformer
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def default_threads() -> int:
+    """One intra-op thread per available core: more oversubscribes and slows a small CPU badly."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=positive_int, default=None, help="intra-op CPU threads (default: cores available)")
+
+
+def set_threads(n: int | None) -> None:
+    import torch
+
+    torch.set_num_threads(n or default_threads())
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--model", help="model directory or .pt checkpoint")
+    group.add_argument("--preset", help="a preset with random weights (for trying the code, not for output)")
+
+
+def load_model_from_args(args: argparse.Namespace) -> MultiScaleTransformer:
+    import torch
+
+    from multiscale_transformer.model.config import ModelConfig
+    from multiscale_transformer.model.model import MultiScaleTransformer
+
+    if getattr(args, "preset", None):
+        torch.manual_seed(0)
+        return MultiScaleTransformer(ModelConfig.from_name(args.preset)).eval()
+    if getattr(args, "model", None):
+        return MultiScaleTransformer.from_pretrained(args.model)
+    raise UserError("no model given: pass --model DIR (a trained model) or --preset NAME (random weights)")

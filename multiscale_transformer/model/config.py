@@ -1,0 +1,198 @@
+"""ModelConfig: the AXL hyper-parameters, their validation and the published presets.
+
+This module imports no torch so that the CLI can list presets and validate flags cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from multiscale_transformer.errors import UserError
+
+# Keys that published AXL config.json files carry but that are not hyper-parameters.
+_PUBLISHED_EXTRA_KEYS = {
+    "model_type",
+    "architectures",
+    "num_parameters",
+    "training_results",
+    "torch_dtype",
+    "transformers_version",
+}
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of a multi-scale byte transformer (field names as in AXL's config.json)."""
+
+    vocab_size: int = 258
+    d_model: int = 256
+    n_heads: int = 4
+    d_ff: int = 688
+    n_layers_per_scale: int = 3
+    n_cross_attn_layers: int = 1
+    max_seq_len: int = 256
+    dropout: float = 0.0
+    bias: bool = False
+    rope_theta: float = 10000.0
+    downsample_factors: list[int] = field(default_factory=lambda: [1, 2, 4])
+    norm_eps: float = 1e-5
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        self.downsample_factors = [int(k) for k in self.downsample_factors]
+        ints = ("vocab_size", "d_model", "n_heads", "d_ff", "n_layers_per_scale", "max_seq_len")
+        for name in ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"config: {name} must be a positive integer, got {value!r}")
+        if self.vocab_size < 258:
+            raise UserError(f"config: vocab_size must be at least 258 (256 bytes + BOS + EOS), got {self.vocab_size}")
+        if self.d_model % self.n_heads:
+            raise UserError(
+                f"config: d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
+                f"try n_heads in {_divisors(self.d_model)}"
+            )
+        if self.head_dim % 2:
+            raise UserError(
+                f"config: head dimension d_model/n_heads = {self.head_dim} must be even for RoPE; "
+                "change d_model or n_heads"
+            )
+        if not isinstance(self.n_cross_attn_layers, int) or self.n_cross_attn_layers < 0:
+            raise UserError(f"config: n_cross_attn_layers must be an integer >= 0, got {self.n_cross_attn_layers!r}")
+        factors = self.downsample_factors
+        if not factors or factors[0] != 1:
+            raise UserError(f"config: downsample_factors must start with 1 (the byte scale), got {factors}")
+        if any(b <= a for a, b in itertools.pairwise(factors)):
+            raise UserError(f"config: downsample_factors must be strictly increasing, got {factors}")
+        if any(k > self.max_seq_len for k in factors):
+            raise UserError(
+                f"config: every downsample factor must be <= max_seq_len ({self.max_seq_len}), got {factors}"
+            )
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise UserError(f"config: dropout must be in [0, 1), got {self.dropout}")
+        if not float(self.rope_theta) > 0:
+            raise UserError(f"config: rope_theta must be positive, got {self.rope_theta}")
+        if not float(self.norm_eps) > 0:
+            raise UserError(f"config: norm_eps must be positive, got {self.norm_eps}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def n_scales(self) -> int:
+        return len(self.downsample_factors)
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> ModelConfig:
+        """A published preset by name (e.g. "micro", "reasoning"), with optional field overrides."""
+        key = name.lower().removeprefix("axl-").removesuffix("-lion")
+        if key not in PRESETS:
+            raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        return cls.from_dict({**PRESETS[key], **overrides})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a dict such as a published config.json; non-hyper-parameter keys are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known - _PUBLISHED_EXTRA_KEYS
+        if unknown:
+            raise UserError(f"config: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> ModelConfig:
+        """The single-scale baseline: same width, one byte-level stack sized to equal parameters."""
+        target = estimate_parameters(self)
+        per_layer = _layer_params(self.d_model, self.d_ff)
+        fixed = estimate_parameters(dataclasses.replace(self, downsample_factors=[1], n_layers_per_scale=1))
+        layers = max(1, round((target - fixed) / per_layer) + 1)
+        return dataclasses.replace(self, downsample_factors=[1], n_cross_attn_layers=0, n_layers_per_scale=layers)
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, min(n, 64) + 1) if n % k == 0 and (n // k) % 2 == 0]
+
+
+def _layer_params(d: int, d_ff: int) -> int:
+    # attention q, k, v, o + SwiGLU w1, w3, w2 + two RMSNorm weights (bias-free)
+    return 4 * d * d + 3 * d * d_ff + 2 * d
+
+
+def estimate_parameters(cfg: ModelConfig) -> int:
+    """Parameter count of MultiScaleTransformer(cfg) without building it (bias-free configs).
+
+    The model test checks this against the real module so that the two cannot drift apart.
+    """
+    d, s = cfg.d_model, cfg.n_scales
+    total = cfg.vocab_size * d + d  # tied byte embedding, final norm
+    total += s * cfg.n_layers_per_scale * _layer_params(d, cfg.d_ff)
+    for k in cfg.downsample_factors[1:]:
+        total += 2 * k * d * d  # learned downsampling (k*d -> d) and upsampling (d -> k*d)
+    pairs = s * (s - 1)
+    # each directed cross block: q, k, v, o, a SwiGLU FFN, and three norms (query, source, ffn)
+    total += cfg.n_cross_attn_layers * pairs * (4 * d * d + 3 * d * cfg.d_ff + 3 * d)
+    if s > 1:
+        total += s * d * s  # fusion gate: Linear(s*d -> s)
+    return total
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    """Read a config.json as the AXL repositories publish it (extra keys are accepted)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a readable JSON config ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return ModelConfig.from_dict(data)
+    except TypeError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def _preset(d: int, heads: int, d_ff: int, layers: int, published: int) -> dict[str, Any]:
+    return {
+        "d_model": d,
+        "n_heads": heads,
+        "d_ff": d_ff,
+        "n_layers_per_scale": layers,
+        "n_cross_attn_layers": 1,
+        "max_seq_len": 256,
+        "_published": published,
+    }
+
+
+# The published AXL family (KoinicLabs), with their published parameter counts.
+_TABLE: dict[str, dict[str, Any]] = {
+    "tiny": {**_preset(64, 2, 176, 1, 0), "max_seq_len": 128},
+    "comment": _preset(192, 3, 512, 3, 7_182_144),
+    "chat": _preset(224, 4, 608, 3, 9_870_112),
+    "docs": _preset(224, 4, 608, 3, 9_870_112),
+    "secure": _preset(224, 4, 608, 4, 11_700_000),
+    "micro": _preset(256, 4, 688, 3, 12_800_000),
+    "testgen": _preset(256, 4, 688, 4, 15_174_400),
+    "refactor": _preset(288, 4, 768, 4, 19_098_720),
+    "reasoning": _preset(512, 4, 1376, 5, 70_000_000),
+    "300m": _preset(1024, 8, 2816, 6, 322_000_000),
+    "code-1b": _preset(1024, 16, 2752, 6, 317_590_528),
+}
+
+PUBLISHED_PARAMETERS: dict[str, int] = {k: v["_published"] for k, v in _TABLE.items() if v["_published"]}
+PRESETS: dict[str, dict[str, Any]] = {
+    k: {f: x for f, x in v.items() if not f.startswith("_")} for k, v in _TABLE.items()
+}

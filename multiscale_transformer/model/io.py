@@ -1,0 +1,169 @@
+"""Model files: the AXL `.pt` checkpoint and the model directory (config.json, safetensors).
+
+A `.pt` holds {"model_state_dict": ..., "config": <plain dict>} as the AXL card loads it; it is
+read with torch.load(weights_only=True), so no arbitrary object is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from multiscale_transformer.errors import UserError
+from multiscale_transformer.model.config import ModelConfig, load_config
+
+if TYPE_CHECKING:
+    from multiscale_transformer.model.model import MultiScaleTransformer
+
+# The published AXL generation_config.json.
+GENERATION_DEFAULTS: dict[str, Any] = {
+    "max_new_tokens": 256,
+    "temperature": 0.8,
+    "top_k": 40,
+    "top_p": 0.9,
+    "repetition_penalty": 1.1,
+    "do_sample": True,
+    "bos_token_id": 256,
+    "eos_token_id": 257,
+}
+WEIGHTS_NAME = "model.safetensors"
+PT_NAME = "model.pt"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def save_model(
+    model: MultiScaleTransformer,
+    directory: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    pt_name: str | None = PT_NAME,
+    extra_config: dict[str, Any] | None = None,
+) -> Path:
+    """Write the model directory; `dtype` (e.g. torch.float16) stores weights in fewer bits."""
+    from safetensors.torch import save as st_save
+
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{directory}: cannot create output directory ({exc.strerror})") from None
+    state = {k: v.detach().to("cpu", dtype or v.dtype).contiguous() for k, v in model.state_dict().items()}
+    config = model.config.to_dict()
+    published = {
+        "model_type": "multiscale_transformer",
+        "architectures": ["MultiScaleForCausalLM"],
+        **config,
+        "num_parameters": model.num_parameters(),
+        **(extra_config or {}),
+    }
+    atomic_write_json(directory / "config.json", published)
+    atomic_write_json(directory / "generation_config.json", GENERATION_DEFAULTS)
+    atomic_write_bytes(directory / WEIGHTS_NAME, st_save(state, metadata={"format": "pt"}))
+    if pt_name:
+        tmp = directory / f".{pt_name}.tmp"
+        torch.save({"model_state_dict": state, "config": config}, tmp)
+        os.replace(tmp, directory / pt_name)
+    return directory
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MultiScaleTransformer:
+    """A model from a directory, a `.pt` checkpoint or a `.safetensors` file beside its config.json."""
+    from multiscale_transformer.model.model import MultiScaleTransformer
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such model file or directory")
+    config, state, source = _read(path, map_location)
+    model = MultiScaleTransformer(config)
+    missing, unexpected = _key_mismatch(model, state)
+    if missing or unexpected:
+        raise UserError(
+            f"{source}: weights do not match its config (missing {_few(missing)}, unexpected {_few(unexpected)})"
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).split("\n")[1].strip() if "\n" in str(exc) else str(exc)
+        raise UserError(f"{source}: weights do not match its config ({first})") from None
+    return model.eval()
+
+
+def _read(path: Path, map_location: str | torch.device) -> tuple[ModelConfig, dict[str, torch.Tensor], Path]:
+    if path.is_dir():
+        weights = path / WEIGHTS_NAME
+        if weights.exists():
+            return load_config(path), _read_safetensors(weights), weights
+        pts = sorted(path.glob("*.pt"))
+        if not pts:
+            raise UserError(f"{path}: no {WEIGHTS_NAME} or .pt checkpoint in this directory")
+        path = pts[0]
+    if path.suffix == ".safetensors":
+        return load_config(path.parent), _read_safetensors(path), path
+    ckpt = _read_pt(path, map_location)
+    if "model_state_dict" not in ckpt:
+        raise UserError(f"{path}: checkpoint has no 'model_state_dict' (keys: {_few(list(ckpt))})")
+    raw_config = ckpt.get("config")
+    if isinstance(raw_config, dict):
+        try:
+            config = ModelConfig.from_dict(raw_config)
+        except (TypeError, UserError) as exc:
+            raise UserError(f"{path}: bad config in checkpoint ({exc})") from None
+    elif (path.parent / "config.json").exists():
+        config = load_config(path.parent)
+    else:
+        raise UserError(f"{path}: checkpoint has no 'config' and there is no config.json beside it")
+    return config, ckpt["model_state_dict"], path
+
+
+def _read_pt(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
+    return ckpt
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except Exception as exc:  # SafetensorError, OSError
+        raise UserError(f"{path}: not a readable safetensors file ({str(exc)[:200]})") from None
+
+
+def _key_mismatch(model: torch.nn.Module, state: dict[str, Any]) -> tuple[list[str], list[str]]:
+    expected = set(model.state_dict())
+    return sorted(expected - set(state)), sorted(set(state) - expected)
+
+
+def _few(names: list[str], n: int = 4) -> str:
+    if not names:
+        return "none"
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more

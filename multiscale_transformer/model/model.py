@@ -1,0 +1,199 @@
+"""MultiScaleTransformer: three byte-level encoder stacks (1x, 2x, 4x), cross-scale attention, gated fusion."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from multiscale_transformer.model.attention import Attention
+from multiscale_transformer.model.config import ModelConfig
+from multiscale_transformer.model.layers import RMSNorm, SwiGLU, rope_tables
+from multiscale_transformer.model.scales import Downsample, Upsample, cross_mask, n_tokens, span_ends
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+Rope = tuple[torch.Tensor, torch.Tensor]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer layer of one scale's stack: causal self-attention, then SwiGLU."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.bias, cfg.dropout)
+        self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.ffn = SwiGLU(cfg.d_model, cfg.d_ff, cfg.bias, cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
+        h = self.attn_norm(x)
+        x = x + self.attn(h, h, rope, rope, causal=True)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class CrossBlock(nn.Module):
+    """One directed cross-scale block: the target scale attends to a source scale, then its own FFN."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.query_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.source_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.bias, cfg.dropout)
+        self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.ffn = SwiGLU(cfg.d_model, cfg.d_ff, cfg.bias, cfg.dropout)
+
+    def forward(
+        self, x: torch.Tensor, src: torch.Tensor, rope_q: Rope, rope_k: Rope, mask: torch.Tensor
+    ) -> torch.Tensor:
+        x = x + self.attn(self.query_norm(x), self.source_norm(src), rope_q, rope_k, mask=mask)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class MultiScaleTransformer(nn.Module):
+    """The AXL multi-scale byte transformer; forward(idx) returns logits (B, T, vocab_size).
+
+    Strictly causal: logits at byte t depend on bytes 0..t only (see scales.py for the rule).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"MultiScaleTransformer takes a ModelConfig, not {type(config).__name__}")
+        self.config = cfg = config
+        factors = cfg.downsample_factors
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.emb_dropout = nn.Dropout(cfg.dropout)
+        self.down = nn.ModuleList(nn.Identity() if k == 1 else Downsample(cfg.d_model, k, cfg.bias) for k in factors)
+        self.stacks = nn.ModuleList(nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers_per_scale)) for _ in factors)
+        # Directed (source, target) scale pairs, all of them, in a fixed order.
+        self.pairs = [(s, t) for t in range(cfg.n_scales) for s in range(cfg.n_scales) if s != t]
+        self.cross = nn.ModuleList(
+            nn.ModuleList(CrossBlock(cfg) for _ in self.pairs) for _ in range(cfg.n_cross_attn_layers)
+        )
+        self.up = nn.ModuleList(nn.Identity() if k == 1 else Upsample(cfg.d_model, k, cfg.bias) for k in factors)
+        self.fusion = nn.Linear(cfg.n_scales * cfg.d_model, cfg.n_scales, bias=cfg.bias) if cfg.n_scales > 1 else None
+        self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+        # GPT-2 style: shrink the projections that write into the residual stream with depth.
+        depth = self.config.n_layers_per_scale + self.config.n_cross_attn_layers
+        for name, p in self.named_parameters():
+            if name.endswith(("wo.weight", "w2.weight")):
+                nn.init.normal_(p, 0.0, std / math.sqrt(2 * depth))
+        if self.fusion is not None:
+            nn.init.zeros_(self.fusion.weight)  # every scale weighted equally at the start
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def rope(self, positions: torch.Tensor) -> Rope:
+        return self.rope_cos[positions], self.rope_sin[positions]
+
+    def _check_input(self, idx: torch.Tensor) -> None:
+        if idx.dim() != 2:
+            raise ValueError(f"idx must have shape (batch, time), got {tuple(idx.shape)}")
+        T = idx.shape[1]
+        if not 1 <= T <= self.config.max_seq_len:
+            raise ValueError(f"sequence length {T} is outside 1..max_seq_len ({self.config.max_seq_len})")
+
+    def forward(self, idx: torch.Tensor, fine_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, vocab) for byte ids idx (B, T).
+
+        fine_only=True runs the byte embedding, the fine stack, the final norm and the tied head
+        alone: exactly the path a llama-architecture GGUF export computes.
+        """
+        self._check_input(idx)
+        T = idx.shape[1]
+        x = self.emb_dropout(self.tok_emb(idx))  # (B, T, d)
+        factors = self.config.downsample_factors
+        if fine_only:
+            return self._head(self._encode(0, x))
+        hs = [self._encode(i, self.down[i](x)) for i in range(len(factors))]
+        ends = [span_ends(n_tokens(T, k), k, idx.device) for k in factors]
+        for layer in self.cross:
+            snapshot = list(hs)
+            for (s, t), block in zip(self.pairs, layer, strict=True):
+                mask = cross_mask(ends[t], ends[s])  # (n_t, n_s)
+                hs[t] = block(hs[t], snapshot[s], self.rope(ends[t]), self.rope(ends[s]), mask)
+        ups = [up(h, T) if k > 1 else h for up, h, k in zip(self.up, hs, factors, strict=True)]
+        return self._head(self._fuse(ups))
+
+    def _encode(self, scale: int, x: torch.Tensor) -> torch.Tensor:
+        """One scale's self-attention stack over its tokens (positions = token index)."""
+        rope = self.rope(torch.arange(x.shape[1], device=x.device))
+        for block in self.stacks[scale]:
+            x = block(x, rope)
+        return x
+
+    def _fuse(self, ups: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per-byte softmax gate over the scales, all at byte resolution: (B, T, d)."""
+        if self.fusion is None:
+            return ups[0]
+        gates = torch.softmax(self.fusion(torch.cat(list(ups), dim=-1)), dim=-1)  # (B, T, S)
+        return torch.einsum("bts,sbtd->btd", gates, torch.stack(list(ups)))
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.norm_f(h), self.tok_emb.weight)  # tied with the byte embedding
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int = 256,
+        temperature: float = 0.8,
+        top_k: int | None = 40,
+        top_p: float | None = 0.9,
+        repetition_penalty: float = 1.1,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        stop_at_eos: bool = True,
+    ) -> torch.Tensor:
+        """Prompt plus continuation, (B, T + new). temperature 0 means greedy.
+
+        Sequences that reach EOS are padded with EOS until every sequence has stopped.
+        """
+        from multiscale_transformer.generation.generate import generate as _generate
+
+        return _generate(
+            self,
+            idx,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            seed=seed,
+            generator=generator,
+            stop_at_eos=stop_at_eos,
+        )
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> MultiScaleTransformer:
+        """Load a model directory (config.json + model.safetensors) or a `.pt` checkpoint."""
+        from multiscale_transformer.model.io import load_model
+
+        return load_model(path, map_location=map_location)
+
+    def save_pretrained(self, directory: str | Path, **extra: Any) -> Path:
+        """Write config.json, generation_config.json, model.safetensors and model.pt into directory."""
+        from multiscale_transformer.model.io import save_model
+
+        return save_model(self, directory, **extra)

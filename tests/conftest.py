@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from multiscale_transformer.model.config import ModelConfig
+from multiscale_transformer.model.model import MultiScaleTransformer
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(2)
+
+
+def make_model(name: str = "tiny", seed: int = 0, **overrides: object) -> MultiScaleTransformer:
+    torch.manual_seed(seed)
+    return MultiScaleTransformer(ModelConfig.from_name(name, **overrides)).eval()
+
+
+@pytest.fixture
+def tiny() -> MultiScaleTransformer:
+    return make_model("tiny")
+
+
+# Every published shape feature at test size: 3 scales, several layers, 2 cross layers, odd head count.
+FEATURES = {
+    "d_model": 48,
+    "n_heads": 3,
+    "d_ff": 64,
+    "n_layers_per_scale": 2,
+    "n_cross_attn_layers": 2,
+    "max_seq_len": 64,
+}
+
+
+@pytest.fixture
+def featured() -> MultiScaleTransformer:
+    return make_model("tiny", seed=1, **FEATURES)

@@ -1,0 +1,99 @@
+import json
+
+import pytest
+
+from multiscale_transformer.errors import UserError
+from multiscale_transformer.model.config import (
+    PRESETS,
+    PUBLISHED_PARAMETERS,
+    ModelConfig,
+    estimate_parameters,
+    load_config,
+)
+from multiscale_transformer.model.model import MultiScaleTransformer
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMETERS))
+def test_presets_match_published_parameter_counts(name: str) -> None:
+    cfg = ModelConfig.from_name(name)
+    ours = estimate_parameters(cfg)
+    assert abs(ours / PUBLISHED_PARAMETERS[name] - 1) <= 0.03, (name, ours)
+
+
+@pytest.mark.parametrize("name", ["tiny", "comment", "micro"])
+def test_estimate_equals_real_module(name: str) -> None:
+    cfg = ModelConfig.from_name(name)
+    assert estimate_parameters(cfg) == MultiScaleTransformer(cfg).num_parameters()
+    flat = cfg.flat()
+    assert estimate_parameters(flat) == MultiScaleTransformer(flat).num_parameters()
+
+
+def test_tiny_is_small() -> None:
+    assert estimate_parameters(ModelConfig.from_name("tiny")) < 1_000_000
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_flat_baseline_has_equal_parameters(name: str) -> None:
+    cfg = ModelConfig.from_name(name)
+    flat = cfg.flat()
+    assert flat.downsample_factors == [1] and flat.n_cross_attn_layers == 0
+    assert (flat.d_model, flat.n_heads, flat.d_ff) == (cfg.d_model, cfg.n_heads, cfg.d_ff)
+    assert abs(estimate_parameters(flat) / estimate_parameters(cfg) - 1) <= 0.05
+
+
+def test_published_config_json_loads(tmp_path) -> None:
+    published = {
+        "model_type": "multiscale_transformer",
+        "architectures": ["MultiScaleForCausalLM"],
+        "vocab_size": 258,
+        "d_model": 512,
+        "n_heads": 4,
+        "d_ff": 1376,
+        "n_layers_per_scale": 5,
+        "n_cross_attn_layers": 1,
+        "max_seq_len": 256,
+        "dropout": 0.1,
+        "bias": False,
+        "rope_theta": 10000.0,
+        "downsample_factors": [1, 2, 4],
+        "num_parameters": 70000000,
+        "training_results": {"steps": 205, "final_loss": 0.6279},
+    }
+    (tmp_path / "config.json").write_text(json.dumps(published))
+    cfg = load_config(tmp_path / "config.json")
+    assert cfg.d_model == 512 and cfg.dropout == 0.1
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert load_config(tmp_path) == cfg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"d_model": 100, "n_heads": 3}, "divisible by n_heads"),
+        ({"d_model": 66, "n_heads": 2}, "must be even for RoPE"),
+        ({"downsample_factors": [2, 4]}, "start with 1"),
+        ({"downsample_factors": [1, 4, 2]}, "strictly increasing"),
+        ({"vocab_size": 100}, "at least 258"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"n_heads": 0}, "positive integer"),
+    ],
+)
+def test_bad_values_say_what_to_change(overrides: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        ModelConfig.from_name("tiny", **overrides)
+
+
+def test_unknown_preset_and_fields() -> None:
+    with pytest.raises(UserError, match="unknown preset"):
+        ModelConfig.from_name("gigantic")
+    with pytest.raises(UserError, match="unknown field"):
+        ModelConfig.from_dict({"d_model": 64, "colour": "blue"})
+    assert ModelConfig.from_name("AXL-Micro-Lion").d_model == 256
+
+
+def test_bad_config_files(tmp_path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        load_config(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"bad\.json"):
+        load_config(tmp_path / "bad.json")

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from multiscale_transformer.errors import UserError
+from multiscale_transformer.generation.generate import TextStream, _held_back
+from multiscale_transformer.generation.sampling import SamplingParams
+
+from .conftest import make_model
+
+GREEDY = SamplingParams(0.0, None, None, 1.0)
+
+
+def test_generate_returns_prompt_plus_continuation() -> None:
+    model = make_model("tiny")
+    ids = torch.tensor([list(b"def f():")])
+    out = model.generate(ids, max_new_tokens=12, temperature=0)
+    assert out.shape == (1, 8 + 12) or bool((out[0, 8:] == 257).any())
+    assert torch.equal(out[:, :8], ids)
+    assert not (out[0, 8:] == 256).any()
+
+
+def test_seed_makes_sampling_reproducible() -> None:
+    model = make_model("tiny")
+    ids = torch.tensor([list(b"import os\n")])
+    a = model.generate(ids, max_new_tokens=20, temperature=1.0, seed=3, stop_at_eos=False)
+    b = model.generate(ids, max_new_tokens=20, temperature=1.0, seed=3, stop_at_eos=False)
+    c = model.generate(ids, max_new_tokens=20, temperature=1.0, seed=4, stop_at_eos=False)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_long_prompt_keeps_last_bytes() -> None:
+    model = make_model("tiny")  # max_seq_len 128
+    long = torch.randint(0, 256, (1, 300))
+    a = model.generate(long, max_new_tokens=5, temperature=0, stop_at_eos=False)
+    b = model.generate(long[:, -128:], max_new_tokens=5, temperature=0, stop_at_eos=False)
+    assert torch.equal(a[:, -5:], b[:, -5:])
+
+
+def test_empty_and_out_of_range_prompts() -> None:
+    model = make_model("tiny")
+    with pytest.raises(UserError, match="empty"):
+        model.generate(torch.zeros(1, 0, dtype=torch.long), max_new_tokens=3)
+    with pytest.raises(UserError, match=r"0\.\.257"):
+        model.generate(torch.tensor([[300]]), max_new_tokens=3)
+
+
+def test_stop_sequences_are_never_emitted() -> None:
+    model = make_model("tiny")
+    prompt = list(b"x = 1\n")
+    free = b"".join(TextStream(model, prompt, 40, GREEDY))
+    assert len(free) >= 6
+    stop = free[3:6]  # a multi-byte stop string that greedy decoding is known to produce
+    chunks = list(TextStream(model, prompt, 40, GREEDY, stop=[stop]))
+    text = b"".join(chunks)
+    assert text == free[: free.find(stop)]
+    assert stop not in text
+
+
+def test_held_back_tail() -> None:
+    assert _held_back(bytearray(b"abc\n\nd"), [b"\n\nde"]) == 3
+    assert _held_back(bytearray(b"abc"), [b"xyz"]) == 0

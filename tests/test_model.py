@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from multiscale_transformer.model.config import ModelConfig
+from multiscale_transformer.model.model import MultiScaleTransformer
+
+from .conftest import make_model
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 5, 64, 128])
+def test_forward_shapes_any_length(T: int) -> None:
+    model = make_model("tiny")
+    logits = model(torch.randint(0, 258, (2, T)))
+    assert logits.shape == (2, T, 258)
+    assert torch.isfinite(logits).all()
+
+
+def test_length_beyond_context_is_an_error() -> None:
+    model = make_model("tiny")
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(torch.zeros(1, 129, dtype=torch.long))
+
+
+def test_head_is_tied_to_embedding() -> None:
+    model = make_model("tiny")
+    names = [n for n, _ in model.named_parameters()]
+    assert not any("lm_head" in n for n in names)
+    with torch.no_grad():
+        model.tok_emb.weight[65].zero_()
+    logits = model(torch.tensor([[1, 2, 3]]))
+    assert (logits[..., 65] == 0).all()
+
+
+def test_dropout_only_in_training() -> None:
+    model = make_model("tiny", dropout=0.3)
+    x = torch.randint(0, 256, (2, 32))
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+        model.train()
+        assert not torch.equal(model(x), model(x))
+
+
+def test_fine_only_path_ignores_coarse_scales() -> None:
+    model = make_model("tiny")
+    x = torch.randint(0, 256, (1, 20))
+    before_full, before_fine = model(x), model(x, fine_only=True)
+    with torch.no_grad():
+        for p in list(model.stacks[1].parameters()) + list(model.cross.parameters()):
+            p.add_(0.5)
+    assert torch.equal(model(x, fine_only=True), before_fine)
+    assert not torch.allclose(model(x), before_full)
+
+
+def test_single_scale_model_runs() -> None:
+    cfg = ModelConfig.from_name("tiny").flat()
+    model = MultiScaleTransformer(cfg).eval()
+    assert model.fusion is None and len(model.cross) == 0
+    assert model(torch.randint(0, 256, (1, 9))).shape == (1, 9, 258)
+
+
+def test_one_training_step_lowers_loss() -> None:
+    model = make_model("tiny").train()
+    x = torch.tensor([list(b"def add(a, b):\n    return a + b\n" * 3)])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(5):
+        logits = model(x[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
