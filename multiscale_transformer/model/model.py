@@ -121,20 +121,32 @@ class MultiScaleTransformer(nn.Module):
         alone: exactly the path a llama-architecture GGUF export computes.
         """
         self._check_input(idx)
-        T = idx.shape[1]
         x = self.emb_dropout(self.tok_emb(idx))  # (B, T, d)
-        factors = self.config.downsample_factors
         if fine_only:
             return self._head(self._encode(0, x))
-        hs = [self._encode(i, self.down[i](x)) for i in range(len(factors))]
-        ends = [span_ends(n_tokens(T, k), k, idx.device) for k in factors]
+        return self._head(self._multiscale(x, self._encode(0, x)))
+
+    def forward_with_fine(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(full logits, fine-only logits) sharing one pass of the fine stack: for an auxiliary loss
+        that trains the fine path, the part a GGUF export carries, as a model of its own."""
+        self._check_input(idx)
+        x = self.emb_dropout(self.tok_emb(idx))  # (B, T, d)
+        fine = self._encode(0, x)
+        return self._head(self._multiscale(x, fine)), self._head(fine)
+
+    def _multiscale(self, x: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        """Coarser stacks, cross-scale blocks and fusion on top of the fine stack's output: (B, T, d)."""
+        T = x.shape[1]
+        factors = self.config.downsample_factors
+        hs = [fine] + [self._encode(i, self.down[i](x)) for i in range(1, len(factors))]
+        ends = [span_ends(n_tokens(T, k), k, x.device) for k in factors]
         for layer in self.cross:
             snapshot = list(hs)
             for (s, t), block in zip(self.pairs, layer, strict=True):
                 mask = cross_mask(ends[t], ends[s])  # (n_t, n_s)
                 hs[t] = block(hs[t], snapshot[s], self.rope(ends[t]), self.rope(ends[s]), mask)
         ups = [up(h, T) if k > 1 else h for up, h, k in zip(self.up, hs, factors, strict=True)]
-        return self._head(self._fuse(ups))
+        return self._fuse(ups)
 
     def _encode(self, scale: int, x: torch.Tensor) -> torch.Tensor:
         """One scale's self-attention stack over its tokens (positions = token index)."""

@@ -1,0 +1,63 @@
+"""Decoders: prefill a prompt into a batch row, then advance all active rows one byte at a time.
+
+Rows are independent (each has its own length and position), so a server can put a new request
+into a free row while the other rows keep decoding. `FullDecoder` recomputes the whole window for
+every byte: slow, simple, and the reference that the cached decoder must equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+if TYPE_CHECKING:
+    from multiscale_transformer.model.model import MultiScaleTransformer
+
+
+class Decoder(Protocol):
+    batch_size: int
+
+    def prefill_row(self, row: int, ids: Sequence[int]) -> torch.Tensor:
+        """Start row `row` with the prompt ids (the last max_seq_len are kept); logits (V,) for the next byte."""
+        ...
+
+    def step(self, next_ids: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """Append next_ids (B,) to the active rows (bool (B,)); logits (B, V). Inactive rows' logits are undefined."""
+        ...
+
+    def release(self, row: int) -> None:
+        """Forget row `row` so that it can take a new prompt."""
+        ...
+
+
+class FullDecoder:
+    """Reference decoder: every step runs the model on each active row's last max_seq_len bytes."""
+
+    def __init__(self, model: MultiScaleTransformer, batch_size: int = 1) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.window = model.config.max_seq_len
+        self.rows: list[list[int]] = [[] for _ in range(batch_size)]
+
+    @torch.inference_mode()
+    def _logits(self, row: int) -> torch.Tensor:
+        ids = torch.tensor([self.rows[row][-self.window :]], dtype=torch.long)
+        return self.model(ids)[0, -1]
+
+    def prefill_row(self, row: int, ids: Sequence[int]) -> torch.Tensor:
+        self.rows[row] = list(ids)[-self.window :]
+        return self._logits(row)
+
+    def step(self, next_ids: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(self.batch_size, self.model.config.vocab_size)
+        for row in range(self.batch_size):
+            if bool(active[row]):
+                self.rows[row].append(int(next_ids[row]))
+                del self.rows[row][: -self.window]
+                out[row] = self._logits(row)
+        return out
+
+    def release(self, row: int) -> None:
+        self.rows[row] = []
