@@ -1,0 +1,94 @@
+"""Training-state checkpoints: OUT/checkpoints/step_XXXXXXX.pt, written atomically, the last few kept.
+
+A checkpoint holds everything a resumed run needs to continue exactly: weights, optimizer state,
+schedule, step (which is also the data position: batches are a pure function of seed and step),
+RNG states, elapsed time and the model config. It holds only tensors and plain Python values, so
+torch.load(weights_only=True) reads it and no object is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from multiscale_transformer.errors import UserError
+
+FORMAT = "axl-train-state"
+VERSION = 1
+_NAME = re.compile(r"^step_(\d{7,})\.pt$")
+
+
+def checkpoint_dir(out: Path) -> Path:
+    return out / "checkpoints"
+
+
+def checkpoint_path(out: Path, step: int) -> Path:
+    return checkpoint_dir(out) / f"step_{step:07d}.pt"
+
+
+def list_checkpoints(out: Path) -> list[Path]:
+    """Checkpoints in OUT/checkpoints, oldest first (by step number, not by file time)."""
+    directory = checkpoint_dir(out)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
+    """Write atomically (temporary file in the same directory, fsync, rename), then prune to `keep`."""
+    path = checkpoint_path(out, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, "version": VERSION, "step": step, **state}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    for old in list_checkpoints(out)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read and validate a checkpoint; a foreign, damaged or other-config file is a one-line UserError."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable training checkpoint ({reason[:160]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path}: not an axl training checkpoint (no format marker {FORMAT!r})")
+    missing = [k for k in ("step", "model", "optimizer", "schedule", "rng", "config") if k not in ckpt]
+    if missing:
+        raise UserError(f"{path}: training checkpoint is missing {', '.join(missing)}")
+    if config is not None and ckpt["config"] != config:
+        diff = sorted(k for k in set(config) | set(ckpt["config"]) if config.get(k) != ckpt["config"].get(k))
+        detail = ", ".join(f"{k} {ckpt['config'].get(k)!r} vs {config.get(k)!r}" for k in diff[:3])
+        raise UserError(
+            f"{path}: checkpoint was trained with a different model config ({detail}); "
+            "use the same --preset/--config/--context or another --out"
+        )
+    return ckpt
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = list_checkpoints(out)
+    return found[-1] if found else None
