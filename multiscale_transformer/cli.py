@@ -13,6 +13,7 @@ from multiscale_transformer.errors import UserError
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("info", "parameters and configuration of a preset or a model"),
     "generate": ("generate", "complete a prompt, streaming bytes as they are produced"),
+    "serve": ("serve", "OpenAI-compatible HTTP server (completions, chat, models, health)"),
     "train": ("train", "train a model on Python code (default: the standard library) with Lion"),
 }
 

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible server behind `axl serve` (needs the [serve] extra: fastapi, uvicorn, pydantic)."""

@@ -1,0 +1,117 @@
+"""create_app: the FastAPI application of `axl serve`; all state lives in app.state.
+
+The model loads in a background thread when given as a path, so the port answers at once:
+/health says 503 until the model and the engine are ready, then 200.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from multiscale_transformer.serving import chat_completions, completions
+from multiscale_transformer.serving.common import ServerSettings, check_api_key, engine_of, now, settings_of
+from multiscale_transformer.serving.engine import Engine
+from multiscale_transformer.serving.errors import APIError, error_body, install_handlers
+from multiscale_transformer.serving.protocol import ModelCard, ModelList
+
+if TYPE_CHECKING:
+    from multiscale_transformer.model.model import MultiScaleTransformer
+
+log = logging.getLogger("axl.serve")
+
+
+def create_app(
+    model: MultiScaleTransformer | str | Path, settings: ServerSettings | None = None, **overrides: Any
+) -> FastAPI:
+    """The server for `model` (a loaded model, or a path loaded in the background at startup).
+
+    settings: ServerSettings; keyword overrides replace single fields (e.g. api_key="k", max_batch=4).
+    """
+    settings = replace(settings or ServerSettings(), **overrides)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loader = threading.Thread(target=_load, args=(app, model), name="axl-loader", daemon=True)
+        loader.start()
+        try:
+            yield
+        finally:
+            engine = getattr(app.state, "engine", None)
+            if engine is not None:
+                engine.stop()
+
+    app = FastAPI(title="AXL OpenAI-compatible server", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = None
+    app.state.load_error = None
+    app.state.context_length = 0
+    install_handlers(app)
+
+    v1 = APIRouter(dependencies=[Depends(check_api_key)])
+    v1.include_router(completions.router)
+    v1.include_router(chat_completions.router)
+    v1.add_api_route("/v1/models", list_models, methods=["GET"])
+    v1.add_api_route("/v1/models/{model_id:path}", get_model, methods=["GET"])
+    app.include_router(v1)
+    app.add_api_route("/health", health, methods=["GET"])
+    return app
+
+
+def _load(app: FastAPI, model: MultiScaleTransformer | str | Path) -> None:
+    settings: ServerSettings = app.state.settings
+    try:
+        if isinstance(model, str | Path):
+            from multiscale_transformer.model.model import MultiScaleTransformer
+
+            log.info("loading %s", model)
+            model = MultiScaleTransformer.from_pretrained(model)
+        model.eval()
+        engine = Engine(model, settings.max_batch, settings.max_queue)
+        engine.start()
+    except Exception as exc:  # reported by /health; the server stays up to say so
+        app.state.load_error = f"{type(exc).__name__}: {exc}"
+        log.error("the model failed to load: %s", app.state.load_error)
+        return
+    app.state.context_length = model.config.max_seq_len
+    app.state.engine = engine  # last: its presence means ready
+    log.info(
+        "ready: serving %r (context %d bytes, %d rows)", settings.name, model.config.max_seq_len, settings.max_batch
+    )
+
+
+async def health(request: Request) -> JSONResponse:
+    engine = request.app.state.engine
+    if engine is None:
+        error = request.app.state.load_error
+        message = f"the model failed to load: {error}" if error else "the model is loading"
+        body = {"status": "error" if error else "loading", **error_body(503, message, code="model_loading")}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ok", "model": settings_of(request).name, **engine.stats()})
+
+
+def _card(request: Request) -> ModelCard:
+    engine_of(request)  # 503 while loading: the context length is not known yet
+    context = request.app.state.context_length
+    return ModelCard(id=settings_of(request).name, created=now(), context_length=context, max_model_len=context)
+
+
+async def list_models(request: Request) -> JSONResponse:
+    return JSONResponse(ModelList(data=[_card(request)]).model_dump())
+
+
+async def get_model(request: Request, model_id: str) -> JSONResponse:
+    card = _card(request)
+    if model_id != card.id:
+        raise APIError(
+            404, f"the model {model_id!r} does not exist; this server serves {card.id!r}", "model", "model_not_found"
+        )
+    return JSONResponse(card.model_dump())

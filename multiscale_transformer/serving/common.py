@@ -1,0 +1,155 @@
+"""What both generation endpoints share: settings, reading the body, turning fields into engine specs."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from multiscale_transformer.errors import UserError
+from multiscale_transformer.generation.sampling import SamplingParams
+from multiscale_transformer.model.io import GENERATION_DEFAULTS
+from multiscale_transformer.serving.chat import ChatTemplate
+from multiscale_transformer.serving.errors import APIError, validation_error
+from multiscale_transformer.serving.protocol import SamplingFields
+
+if TYPE_CHECKING:
+    from multiscale_transformer.serving.engine import Engine
+
+Req = TypeVar("Req", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    name: str = "axl"
+    api_key: str | None = None
+    max_batch: int = 8  # decoder rows: completions generated together
+    max_queue: int = 64  # completions waiting for a row before requests get 429
+    default_max_tokens: int = GENERATION_DEFAULTS["max_new_tokens"]
+    max_tokens_limit: int = 4096
+    max_body_bytes: int = 1 << 20
+    chat_template: ChatTemplate = field(default_factory=ChatTemplate)
+
+
+def settings_of(request: Request) -> ServerSettings:
+    return request.app.state.settings
+
+
+def engine_of(request: Request) -> Engine:
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None:
+        raise APIError(503, "the model is still loading; retry in a moment", code="model_loading")
+    return engine
+
+
+def check_api_key(request: Request) -> None:
+    """Bearer authentication with a constant-time comparison, when the server has a key."""
+    key = settings_of(request).api_key
+    if key is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        raise APIError(401, "invalid or missing API key: send 'Authorization: Bearer KEY'", code="invalid_api_key")
+
+
+async def read_body(request: Request, model: type[Req]) -> Req:
+    """The body as `model`, refusing bodies over the limit before reading them whole (413)."""
+    limit = settings_of(request).max_body_bytes
+    too_large = APIError(413, f"the request body exceeds {limit} bytes", code="request_too_large")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    try:
+        return model.model_validate_json(bytes(body))
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def truncate(ids: list[int], request: Request) -> list[int]:
+    """Prompts longer than the context keep their last max_seq_len bytes."""
+    return ids[-request.app.state.context_length :]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int
+    params: SamplingParams
+    stop: list[bytes]
+    seed: int
+    frequency_penalty: float
+    presence_penalty: float
+    logit_bias: dict[int, float]
+
+
+def sampling_of(
+    req: SamplingFields, settings: ServerSettings, max_tokens: int | None, extra_stop: list[str]
+) -> Sampling:
+    """The request's sampling fields with the server's defaults filled in; 400 for what cannot be served."""
+    max_tokens = settings.default_max_tokens if max_tokens is None else max_tokens
+    if max_tokens > settings.max_tokens_limit:
+        raise APIError(
+            400,
+            f"max_tokens is {max_tokens}, above this server's limit of {settings.max_tokens_limit}",
+            param="max_tokens",
+            code="max_tokens_too_large",
+        )
+    d = GENERATION_DEFAULTS
+    try:
+        params = SamplingParams(
+            temperature=d["temperature"] if req.temperature is None else req.temperature,
+            top_k=d["top_k"] if req.top_k is None else req.top_k,
+            top_p=d["top_p"] if req.top_p is None else req.top_p,
+            repetition_penalty=d["repetition_penalty"] if req.repetition_penalty is None else req.repetition_penalty,
+        )
+    except UserError as exc:
+        raise APIError(400, str(exc), code="invalid_value") from None
+    bias: dict[int, float] = {}
+    for key, value in (req.logit_bias or {}).items():
+        if not key.isdigit() or int(key) > 257:
+            raise APIError(400, f"logit_bias keys must be token ids 0..257, got {key!r}", param="logit_bias")
+        bias[int(key)] = value
+    # Without a seed each request draws its own, so no two requests share random state.
+    seed = secrets.randbits(63) if req.seed is None else req.seed % (1 << 64)
+    return Sampling(
+        max_tokens=max_tokens,
+        params=params,
+        stop=req.stops() + [s.encode("utf-8") for s in extra_stop if s],
+        seed=seed,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        presence_penalty=req.presence_penalty or 0.0,
+        logit_bias=bias,
+    )
+
+
+def check_capacity(count: int, settings: ServerSettings) -> None:
+    most = settings.max_batch + settings.max_queue
+    if count > most:
+        raise APIError(400, f"the request asks for {count} completions; this server takes at most {most} at once", "n")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def sse(payload: BaseModel | dict[str, object]) -> str:
+    data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
+    return f"data: {data}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"

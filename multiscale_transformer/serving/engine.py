@@ -1,0 +1,285 @@
+"""The generation engine: one scheduler thread that owns the model and a decoder of `max_batch` rows.
+
+Continuous batching: between two decode steps, waiting requests are prefilled into free rows;
+each step then advances every active row by one byte together. Each row has its own sampling
+parameters, seeded generator, history and stop sequences, so simultaneous requests never mix.
+The event loop never runs the model: it submits jobs and receives events through a callback.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from multiscale_transformer.generation.generate import _find_stop, _held_back, new_decoder
+from multiscale_transformer.generation.sampling import SamplingParams, sample_next
+from multiscale_transformer.training.tokenizer import BOS_ID, EOS_ID
+
+if TYPE_CHECKING:
+    from multiscale_transformer.model.model import MultiScaleTransformer
+
+
+class ServerBusy(Exception):
+    """The queue is full; the client should retry later (HTTP 429)."""
+
+
+@dataclass(frozen=True)
+class ByteLogprob:
+    """The log-probability of one byte and the `top` most likely alternatives (id, logprob)."""
+
+    id: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    data: bytes
+    logprobs: list[ByteLogprob]
+
+
+@dataclass(frozen=True)
+class PromptLogprobs:
+    index: int
+    logprobs: list[ByteLogprob | None]  # None for the first byte, which has no context
+
+
+@dataclass(frozen=True)
+class Finished:
+    index: int
+    finish_reason: str  # "stop" or "length"
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    index: int
+    message: str
+
+
+Event = Chunk | PromptLogprobs | Finished | Failed
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One completion to produce (a request with n choices gives n specs)."""
+
+    prompt: list[int]
+    max_tokens: int
+    params: SamplingParams
+    seed: int
+    stop: list[bytes] = field(default_factory=list)
+    logprobs: int | None = None  # None: no logprobs; N: the sampled byte's plus the top N
+    prompt_logprobs: bool = False
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+
+
+class Job:
+    """A spec in flight: its events go to `sink` (called from the scheduler thread)."""
+
+    def __init__(self, spec: Spec, index: int, sink: Callable[[Event], None]) -> None:
+        self.spec = spec
+        self.index = index
+        self.sink = sink
+        self.cancelled = False  # set by the event loop; read by the scheduler once per step
+        self.generator = torch.Generator().manual_seed(spec.seed)
+        self.history = torch.tensor(spec.prompt, dtype=torch.long)
+        self.counts = torch.zeros(0)
+        self.out = bytearray()
+        self.records: list[ByteLogprob] = []
+        self.emitted = 0
+        self.n_generated = 0
+
+
+class Engine:
+    def __init__(self, model: MultiScaleTransformer, max_batch: int = 8, max_queue: int = 64) -> None:
+        self.model = model
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.decoder = new_decoder(model, max_batch)
+        self.vocab = model.config.vocab_size
+        self.rows: list[Job | None] = [None] * max_batch
+        self.pending: dict[int, torch.Tensor] = {}  # row -> logits for its next byte
+        self.inbox: queue.Queue[Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._in_system = 0
+        self._thread = threading.Thread(target=self._run, name="axl-scheduler", daemon=True)
+
+    # Event-loop side -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.inbox.put(None)
+        self._thread.join(timeout=10)
+
+    def submit(self, specs: list[Spec], sink: Callable[[Event], None]) -> list[Job]:
+        """Queue the specs as jobs with indices 0..len-1, or raise ServerBusy when they do not fit."""
+        with self._lock:
+            if self._in_system + len(specs) > self.max_batch + self.max_queue:
+                raise ServerBusy(f"the server is busy ({self._in_system} completions in progress or queued)")
+            self._in_system += len(specs)
+        jobs = [Job(spec, i, sink) for i, spec in enumerate(specs)]
+        for job in jobs:
+            self.inbox.put(job)
+        return jobs
+
+    @staticmethod
+    def cancel(jobs: list[Job]) -> None:
+        for job in jobs:
+            job.cancelled = True
+
+    def stats(self) -> dict[str, int]:
+        active = sum(job is not None for job in self.rows)
+        return {"active": active, "queued": max(0, self._in_system - active), "max_batch": self.max_batch}
+
+    # Scheduler thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while self._admit():
+                try:
+                    self._step()
+                except Exception as exc:  # keep serving: fail the rows in flight, not the server
+                    for row, job in enumerate(self.rows):
+                        if job is not None:
+                            self._fail(job, f"generation failed: {exc}")
+                            self._release(row)
+
+    def _admit(self) -> bool:
+        """Prefill waiting jobs into free rows; block while there is nothing to do. False on stop."""
+        while None in self.rows:
+            idle = all(job is None for job in self.rows)
+            try:
+                job = self.inbox.get(block=idle)
+            except queue.Empty:
+                return True
+            if job is None:
+                return False
+            if job.cancelled:
+                self._done(job)
+                continue
+            try:
+                self._start(job)
+            except Exception as exc:
+                self._fail(job, f"prefill failed: {exc}")
+        return True
+
+    def _start(self, job: Job) -> None:
+        spec = job.spec
+        if spec.prompt_logprobs:
+            job.sink(PromptLogprobs(job.index, self._prompt_logprobs(spec.prompt, spec.logprobs or 0)))
+        if spec.max_tokens == 0:
+            self._finish(job, "length")
+            return
+        row = self.rows.index(None)
+        job.counts = torch.zeros(self.vocab)
+        self.pending[row] = self.decoder.prefill_row(row, spec.prompt)
+        self.rows[row] = job
+
+    def _prompt_logprobs(self, prompt: list[int], top: int) -> list[ByteLogprob | None]:
+        ids = torch.tensor([prompt], dtype=torch.long)
+        logprobs = torch.log_softmax(self.model(ids)[0].float(), dim=-1)  # (T, V)
+        out: list[ByteLogprob | None] = [None]
+        for t in range(1, len(prompt)):
+            out.append(_record(logprobs[t - 1], prompt[t], top))
+        return out
+
+    def _step(self) -> None:
+        next_ids = torch.zeros(self.max_batch, dtype=torch.long)
+        active = torch.zeros(self.max_batch, dtype=torch.bool)
+        for row, job in enumerate(self.rows):
+            if job is None:
+                continue
+            if job.cancelled:
+                self._release(row)
+                self._done(job)
+                continue
+            token = self._sample(job, self.pending[row])
+            if self._advance(job, token):
+                next_ids[row], active[row] = token, True
+            else:
+                self._release(row)
+        if bool(active.any()):
+            logits = self.decoder.step(next_ids, active)
+            for row in active.nonzero().flatten().tolist():
+                self.pending[row] = logits[row]
+
+    def _sample(self, job: Job, logits: torch.Tensor) -> int:
+        spec = job.spec
+        logits = logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)  # the model's own distribution, as OpenAI reports
+        adjusted = logits.clone()
+        adjusted[BOS_ID] = float("-inf")  # BOS only ever starts a sequence
+        for token, bias in spec.logit_bias.items():
+            adjusted[token] += bias
+        if spec.frequency_penalty or spec.presence_penalty:
+            adjusted -= job.counts * spec.frequency_penalty + (job.counts > 0).float() * spec.presence_penalty
+        token = int(sample_next(adjusted[None], job.history[None], spec.params, job.generator)[0])
+        job.history = torch.cat([job.history, torch.tensor([token])])
+        job.counts[token] += 1
+        if spec.logprobs is not None:
+            job.records.append(_record(logprobs, token, spec.logprobs))
+        return token
+
+    def _advance(self, job: Job, token: int) -> bool:
+        """Account for one sampled byte; emit what is final; False when the job has finished."""
+        job.n_generated += 1
+        if token == EOS_ID:
+            self._emit(job, len(job.out))
+            self._finish(job, "stop")
+            return False
+        job.out.append(token)
+        cut = _find_stop(job.out, job.spec.stop, job.emitted)
+        if cut is not None:
+            self._emit(job, cut)
+            self._finish(job, "stop")
+            return False
+        if job.n_generated >= job.spec.max_tokens:
+            self._emit(job, len(job.out))
+            self._finish(job, "length")
+            return False
+        # Bytes that could begin a stop sequence wait until they cannot.
+        self._emit(job, len(job.out) - _held_back(job.out, job.spec.stop))
+        return True
+
+    def _emit(self, job: Job, end: int) -> None:
+        if end > job.emitted:
+            records = job.records[job.emitted : end] if job.spec.logprobs is not None else []
+            job.sink(Chunk(job.index, bytes(job.out[job.emitted : end]), records))
+            job.emitted = end
+
+    def _finish(self, job: Job, reason: str) -> None:
+        job.sink(Finished(job.index, reason, job.n_generated))
+        self._done(job)
+
+    def _fail(self, job: Job, message: str) -> None:
+        job.sink(Failed(job.index, message))
+        self._done(job)
+
+    def _done(self, job: Job) -> None:
+        with self._lock:
+            self._in_system -= 1
+
+    def _release(self, row: int) -> None:
+        self.rows[row] = None
+        self.pending.pop(row, None)
+        self.decoder.release(row)
+
+
+def _record(logprobs: torch.Tensor, token: int, top: int) -> ByteLogprob:
+    """The logprob of `token` under logprobs (V,), with the `top` most likely ids."""
+    alternatives: list[tuple[int, float]] = []
+    if top:
+        values, ids = torch.topk(logprobs, top)
+        alternatives = list(zip(ids.tolist(), values.tolist(), strict=True))
+    return ByteLogprob(token, float(logprobs[token]), alternatives)
