@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("generate", "complete a prompt, streaming bytes as they are produced"),
     "serve": ("serve", "OpenAI-compatible HTTP server (completions, chat, models, health)"),
     "train": ("train", "train a model on Python code (default: the standard library) with Lion"),
+    "export-gguf": ("export_gguf", "the fine-scale path as a GGUF file for llama.cpp, Ollama and LM Studio"),
 }
 
 

@@ -1,0 +1,156 @@
+"""`axl export-gguf`: the fine-scale path as a GGUF file for llama.cpp, Ollama and LM Studio."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from multiscale_transformer.commands.common import add_threads_argument, positive_int, set_threads
+from multiscale_transformer.errors import UserError
+
+if TYPE_CHECKING:
+    from multiscale_transformer.export.card import Measurement
+    from multiscale_transformer.model.model import MultiScaleTransformer
+
+OUTTYPES = ("f32", "f16", "q8_0", "q4_0", "q4_k_m")  # same as export.gguf.OUTTYPES, kept here to import light
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory or .pt checkpoint")
+    p.add_argument("--outtype", default="f16", help=f"one of {', '.join(OUTTYPES)} (default f16)")
+    p.add_argument("--out", default=".", help="output directory (default: current directory)")
+    p.add_argument("--name", default=None, help="model name (default: the model directory's name)")
+    p.add_argument("--eval-text", default=None, help="held-out text file: measure bits per byte into the README")
+    p.add_argument("--eval-bytes", type=positive_int, default=16384, help="bytes of --eval-text to score")
+    add_threads_argument(p)
+
+
+def _output_dir(path: str) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write there ({exc.strerror})") from None
+    return out
+
+
+def _default_name(model_path: str) -> str:
+    path = Path(model_path)
+    stem = path.parent.name if path.suffix == ".pt" else path.name
+    return (stem or "axl") + "-fine"
+
+
+def run(args: argparse.Namespace) -> int:
+    outtype = args.outtype.lower()
+    if outtype not in OUTTYPES:
+        raise UserError(f"unsupported --outtype {args.outtype!r}; choose one of {', '.join(OUTTYPES)}")
+    if args.eval_text and not Path(args.eval_text).is_file():
+        raise UserError(f"{args.eval_text}: evaluation text not found")
+    from multiscale_transformer.export.gguf import check_exportable, import_gguf
+
+    import_gguf()
+    set_threads(args.threads)
+    from multiscale_transformer.model.model import MultiScaleTransformer
+
+    model = MultiScaleTransformer.from_pretrained(args.model).eval()
+    check_exportable(model.config)
+    if outtype == "q4_k_m":
+        from multiscale_transformer.export.runtime import import_llama_cpp
+
+        import_llama_cpp("Q4_K_M export")
+    out = _output_dir(args.out)
+    name = args.name or _default_name(args.model)
+    gguf_path = export(model, out, name, outtype, args.threads or os.cpu_count() or 1)
+
+    measurement = None
+    if args.eval_text:
+        measurement = _measure(model, gguf_path, Path(args.eval_text), args.eval_bytes, args.threads or 1)
+    _write_companions(model, out, name, gguf_path, outtype, args.model, measurement)
+    print(f"wrote {gguf_path} ({gguf_path.stat().st_size / 1e6:.2f} MB), {out / 'Modelfile'}, {out / 'README.md'}")
+    if measurement is not None:
+        print(
+            f"bits per byte on {measurement.text}: full {measurement.full:.4f}, fine path {measurement.fine:.4f}, ",
+            end="",
+        )
+        print(
+            "gguf "
+            + ("not measured (llama-cpp-python missing)" if measurement.gguf is None else f"{measurement.gguf:.4f}")
+        )
+    return 0
+
+
+def export(model: MultiScaleTransformer, out: Path, name: str, outtype: str, threads: int) -> Path:
+    """Write `<name>-<outtype>.gguf` into out; Q4_K_M goes through an F32 file and llama.cpp's quantizer."""
+    from multiscale_transformer.export.gguf import write_gguf
+
+    target = out / f"{name}-{outtype}.gguf"
+    if outtype != "q4_k_m":
+        write_gguf(model, target, outtype, name)
+        return target
+    from multiscale_transformer.export.quantize import quantize_q4_k_m
+
+    source = out / f".{name}-f32.tmp.gguf"
+    try:
+        write_gguf(model, source, "f32", name)
+        quantize_q4_k_m(source, target, threads)
+    finally:
+        source.unlink(missing_ok=True)
+    return target
+
+
+def _measure(model: MultiScaleTransformer, gguf_path: Path, text: Path, limit: int, threads: int) -> Measurement:
+    from multiscale_transformer.export.card import Measurement
+    from multiscale_transformer.export.runtime import gguf_bits_per_byte, torch_bits_per_byte
+
+    data = text.read_bytes()
+    n_ctx = model.config.max_seq_len
+    full = torch_bits_per_byte(model, data, n_ctx, limit, fine_only=False)
+    fine = torch_bits_per_byte(model, data, n_ctx, limit, fine_only=True)
+    try:
+        gguf = gguf_bits_per_byte(gguf_path, data, n_ctx, limit, threads)
+    except UserError:
+        gguf = None  # llama-cpp-python is not installed: report the PyTorch numbers alone
+    scored = min(limit, (len(data) - 1) // n_ctx * n_ctx)
+    return Measurement(f"`{text.name}`, {scored:,} bytes", full, fine, gguf)
+
+
+def _write_companions(
+    model: MultiScaleTransformer,
+    out: Path,
+    name: str,
+    gguf_path: Path,
+    outtype: str,
+    source: str,
+    measurement: Measurement | None,
+) -> None:
+    from multiscale_transformer.export.card import render_readme
+    from multiscale_transformer.export.gguf import file_tensor_types
+    from multiscale_transformer.export.modelfile import render_modelfile
+    from multiscale_transformer.export.vocab import EOS_TEXT
+    from multiscale_transformer.model.io import GENERATION_DEFAULTS, atomic_write_bytes
+
+    config = model.config
+    sampling = {
+        "temperature": GENERATION_DEFAULTS["temperature"],
+        "top_k": GENERATION_DEFAULTS["top_k"],
+        "top_p": GENERATION_DEFAULTS["top_p"],
+        "repeat_penalty": GENERATION_DEFAULTS["repetition_penalty"],
+    }
+    modelfile = render_modelfile(gguf_path.name, config.max_seq_len, EOS_TEXT, sampling)
+    atomic_write_bytes(out / "Modelfile", modelfile.encode())
+    readme = render_readme(
+        name=name,
+        gguf_name=gguf_path.name,
+        size_bytes=gguf_path.stat().st_size,
+        outtype=outtype,
+        types=file_tensor_types(gguf_path),
+        config=config.to_dict(),
+        source=source,
+        measurement=measurement,
+    )
+    atomic_write_bytes(out / "README.md", readme.encode())
