@@ -97,7 +97,8 @@ def sampling_of(
     req: SamplingFields, settings: ServerSettings, max_tokens: int | None, extra_stop: list[str]
 ) -> Sampling:
     """The request's sampling fields with the server's defaults filled in; 400 for what cannot be served."""
-    max_tokens = settings.default_max_tokens if max_tokens is None else max_tokens
+    if max_tokens is None:  # omitted: the default, within the limit
+        max_tokens = min(settings.default_max_tokens, settings.max_tokens_limit)
     if max_tokens > settings.max_tokens_limit:
         raise APIError(
             400,

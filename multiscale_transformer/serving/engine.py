@@ -111,6 +111,7 @@ class Engine:
         self.inbox: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._in_system = 0
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="axl-scheduler", daemon=True)
 
     # Event-loop side -------------------------------------------------------------------------
@@ -119,7 +120,8 @@ class Engine:
         self._thread.start()
 
     def stop(self) -> None:
-        self.inbox.put(None)
+        self._stopping.set()
+        self.inbox.put(None)  # wakes the scheduler if it is idle
         self._thread.join(timeout=10)
 
     def submit(self, specs: list[Spec], sink: Callable[[Event], None]) -> list[Job]:
@@ -146,14 +148,18 @@ class Engine:
 
     def _run(self) -> None:
         with torch.inference_mode():
-            while self._admit():
+            while self._admit() and not self._stopping.is_set():
                 try:
                     self._step()
                 except Exception as exc:  # keep serving: fail the rows in flight, not the server
-                    for row, job in enumerate(self.rows):
-                        if job is not None:
-                            self._fail(job, f"generation failed: {exc}")
-                            self._release(row)
+                    self._fail_all(f"generation failed: {exc}")
+            self._fail_all("the server is shutting down")
+
+    def _fail_all(self, message: str) -> None:
+        for row, job in enumerate(self.rows):
+            if job is not None:
+                self._fail(job, message)
+                self._release(row)
 
     def _admit(self) -> bool:
         """Prefill waiting jobs into free rows; block while there is nothing to do. False on stop."""

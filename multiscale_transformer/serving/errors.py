@@ -48,9 +48,20 @@ def validation_error(exc: ValidationError | RequestValidationError) -> APIError:
     if first.get("type") == "model_type" and not first.get("loc"):
         return APIError(400, "the body must be a JSON object")
     # Drop union-branch names (e.g. "str", "list[int]") so that the parameter reads like the API's.
-    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _is_type_name(p)]
+    raw_loc = first.get("loc", ())
+    loc = [str(p) for p in raw_loc if p != "body" and not _is_type_name(p)]
     param = ".".join(loc) or None
-    return APIError(400, f"{param or 'body'}: {first['msg']}", param=param, code="invalid_value")
+    hint = UNION_HINTS.get(loc[-1]) if loc and any(map(_is_type_name, raw_loc)) else None
+    message = f"{param} must be {hint}" if hint else f"{param or 'body'}: {first['msg']}"
+    return APIError(400, message, param=param, code="invalid_value")
+
+
+# Fields that take one of several shapes: pydantic's error for the first shape tried would mislead.
+UNION_HINTS = {
+    "prompt": "a string, a list of strings, a list of byte values 0..255, or a list of such lists",
+    "stop": "a string or a list of at most 16 strings",
+    "content": "a string or a list of {'type': 'text', 'text': ...} parts",
+}
 
 
 def _is_type_name(part: object) -> bool:

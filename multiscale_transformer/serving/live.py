@@ -15,8 +15,8 @@ from fastapi import FastAPI
 
 
 @contextmanager
-def live_server(app: FastAPI, ready_timeout_s: float = 60.0) -> Iterator[str]:
-    """Serve `app` until the block ends; yields the base URL once /health answers 200."""
+def live_server(app: FastAPI, ready_timeout_s: float = 60.0, wait_ready: bool = True) -> Iterator[str]:
+    """Serve `app` until the block ends; yields the base URL once /health answers (200 if wait_ready)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -26,7 +26,7 @@ def live_server(app: FastAPI, ready_timeout_s: float = 60.0) -> Iterator[str]:
     thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, ready_timeout_s, thread)
+        _wait_ready(base, ready_timeout_s, thread, wait_ready)
         yield base
     finally:
         server.should_exit = True
@@ -34,7 +34,7 @@ def live_server(app: FastAPI, ready_timeout_s: float = 60.0) -> Iterator[str]:
         sock.close()
 
 
-def _wait_ready(base: str, timeout_s: float, thread: threading.Thread) -> None:
+def _wait_ready(base: str, timeout_s: float, thread: threading.Thread, need_200: bool) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not thread.is_alive():
@@ -43,7 +43,10 @@ def _wait_ready(base: str, timeout_s: float, thread: threading.Thread) -> None:
             with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
                 if response.status == 200:
                     return
+        except urllib.error.HTTPError:
+            if not need_200:
+                return  # it answers, if only with 503
         except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass  # not listening yet, or 503 while the model loads
+            pass  # not listening yet
         time.sleep(0.05)
     raise TimeoutError(f"the server at {base} was not ready within {timeout_s} s")
