@@ -41,13 +41,18 @@ class Submission:
 
     async def events(self) -> AsyncIterator[Event]:
         """Events until every job has finished; raises ClientGone (after cancelling) on disconnect."""
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + POLL_S
         while self.remaining:
+            # Checked on a clock, not only when idle: a busy job sends events faster than POLL_S.
+            if loop.time() >= next_check:
+                next_check = loop.time() + POLL_S
+                if await self.request.is_disconnected():
+                    self.cancel()
+                    raise ClientGone
             try:
                 event = await asyncio.wait_for(self.queue.get(), POLL_S)
             except asyncio.TimeoutError:
-                if await self.request.is_disconnected():
-                    self.cancel()
-                    raise ClientGone from None
                 continue
             if isinstance(event, Finished | Failed):
                 self.remaining -= 1
