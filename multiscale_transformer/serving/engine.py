@@ -107,7 +107,8 @@ class Engine:
         self.decoder = new_decoder(model, max_batch)
         self.vocab = model.config.vocab_size
         self.rows: list[Job | None] = [None] * max_batch
-        self.pending: dict[int, torch.Tensor] = {}  # row -> logits for its next byte
+        self.pending: dict[int, torch.Tensor] = {}  # row -> logits for its next byte, to sample
+        self.feed: dict[int, int] = {}  # row -> the byte it sampled, for the next decoder step
         self.inbox: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._in_system = 0
@@ -177,6 +178,8 @@ class Engine:
             try:
                 self._start(job)
             except Exception as exc:
+                if job in self.rows:
+                    self._release(self.rows.index(job))
                 self._fail(job, f"prefill failed: {exc}")
         return True
 
@@ -189,8 +192,10 @@ class Engine:
             return
         row = self.rows.index(None)
         job.counts = torch.zeros(self.vocab)
-        self.pending[row] = self.decoder.prefill_row(row, spec.prompt)
         self.rows[row] = job
+        logits = self.decoder.prefill_row(row, spec.prompt)
+        # The first byte goes out right after this row's own prefill, not after every newcomer's.
+        self._sample_and_advance(row, job, logits)
 
     def _prompt_logprobs(self, prompt: list[int], top: int) -> list[ByteLogprob | None]:
         ids = torch.tensor([prompt], dtype=torch.long)
@@ -201,24 +206,30 @@ class Engine:
         return out
 
     def _step(self) -> None:
-        next_ids = torch.zeros(self.max_batch, dtype=torch.long)
-        active = torch.zeros(self.max_batch, dtype=torch.bool)
+        """Sample every row that has logits, then advance all rows with a new byte in one decoder step."""
         for row, job in enumerate(self.rows):
-            if job is None:
-                continue
-            if job.cancelled:
+            if job is not None and job.cancelled:
                 self._release(row)
                 self._done(job)
-                continue
-            token = self._sample(job, self.pending[row])
-            if self._advance(job, token):
-                next_ids[row], active[row] = token, True
-            else:
-                self._release(row)
-        if bool(active.any()):
-            logits = self.decoder.step(next_ids, active)
-            for row in active.nonzero().flatten().tolist():
-                self.pending[row] = logits[row]
+            elif job is not None and row in self.pending:
+                self._sample_and_advance(row, job, self.pending.pop(row))
+        if not self.feed:
+            return
+        next_ids = torch.zeros(self.max_batch, dtype=torch.long)
+        active = torch.zeros(self.max_batch, dtype=torch.bool)
+        for row, token in self.feed.items():
+            next_ids[row], active[row] = token, True
+        self.feed.clear()
+        logits = self.decoder.step(next_ids, active)
+        for row in active.nonzero().flatten().tolist():
+            self.pending[row] = logits[row]
+
+    def _sample_and_advance(self, row: int, job: Job, logits: torch.Tensor) -> None:
+        token = self._sample(job, logits)
+        if self._advance(job, token):
+            self.feed[row] = token
+        else:
+            self._release(row)
 
     def _sample(self, job: Job, logits: torch.Tensor) -> int:
         spec = job.spec
@@ -279,6 +290,7 @@ class Engine:
     def _release(self, row: int) -> None:
         self.rows[row] = None
         self.pending.pop(row, None)
+        self.feed.pop(row, None)
         self.decoder.release(row)
 
 
