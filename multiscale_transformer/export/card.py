@@ -50,7 +50,7 @@ def render_readme(
 ## What is inside
 
 Only the fine-scale (byte-level) path of the AXL multi-scale model: byte embedding, the fine stack
-({c["n_layers_per_scale"]} layers, d_model {c["d_model"]}, {c["n_heads"]} heads, d_ff {c["d_ff"]}), the final
+(layers {c["n_layers_per_scale"]}, d_model {c["d_model"]}, heads {c["n_heads"]}, d_ff {c["d_ff"]}), the final
 RMSNorm and the output head tied to the embedding. The 2x/4x stacks, cross-scale attention and the
 fusion gate are not in the file: llama.cpp has no operator for them. The file is a plain `llama`
 architecture model with a 258-token byte vocabulary (256 bytes, `<|bos|>`, `<|eos|>`); any UTF-8
