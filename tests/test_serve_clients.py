@@ -209,3 +209,21 @@ def test_langchain_clients(base_url: str, model: MultiScaleTransformer) -> None:
     expected = reference(model, "User: hello\nAssistant: ", 12, temperature=0, stop=("\nUser:",))[0]
     assert chat.invoke([("human", "hello")]).content == expected
     assert "".join(str(c.content) for c in chat.stream([("human", "hello")])) == expected
+
+
+def test_streaming_n_with_echo_and_logprobs(client: openai.OpenAI, model: MultiScaleTransformer) -> None:
+    chunks = list(
+        client.completions.create(
+            model=NAME, prompt="ab", max_tokens=6, seed=21, n=2, echo=True, logprobs=1, stream=True
+        )
+    )
+    for j in range(2):
+        mine = [c.choices[0] for c in chunks if c.choices and c.choices[0].index == j]
+        assert "".join(c.text for c in mine) == "ab" + reference(model, "ab", 6, seed=21 + j)[0]
+        token_logprobs = [lp for c in mine if c.logprobs for lp in c.logprobs.token_logprobs]
+        assert token_logprobs[0] is None and len(token_logprobs) == 2 + 6
+        assert [c.finish_reason for c in mine if c.finish_reason] == ["length"]
+    chat = client.chat.completions.create(
+        model=NAME, messages=[{"role": "user", "content": "q"}], n=2, max_tokens=4, seed=3
+    )
+    assert [c.index for c in chat.choices] == [0, 1]
