@@ -227,3 +227,13 @@ def test_streaming_n_with_echo_and_logprobs(client: openai.OpenAI, model: MultiS
         model=NAME, messages=[{"role": "user", "content": "q"}], n=2, max_tokens=4, seed=3
     )
     assert [c.index for c in chat.choices] == [0, 1]
+
+
+def test_logit_bias_and_penalties_change_the_choice(client: openai.OpenAI) -> None:
+    forced = client.completions.create(model=NAME, prompt="x", max_tokens=5, temperature=0, logit_bias={"65": 100})
+    assert forced.choices[0].text == "AAAAA"
+    # A bias of 30 beats a frequency penalty of 2 per repeat for about 15 repeats, then loses.
+    mixed = client.completions.create(
+        model=NAME, prompt="x", max_tokens=60, temperature=0, logit_bias={"65": 30}, frequency_penalty=2
+    )
+    assert mixed.choices[0].text.startswith("A") and "A" * 30 not in mixed.choices[0].text

@@ -93,6 +93,7 @@ class Job:
         self.generator = torch.Generator().manual_seed(spec.seed)
         self.history = torch.tensor(spec.prompt, dtype=torch.long)
         self.counts = torch.zeros(0)
+        self.bias: torch.Tensor | None = None  # logit_bias as one (V,) tensor, built at admission
         self.out = bytearray()
         self.records: list[ByteLogprob] = []
         self.emitted = 0
@@ -192,6 +193,10 @@ class Engine:
             return
         row = self.rows.index(None)
         job.counts = torch.zeros(self.vocab)
+        if spec.logit_bias:
+            job.bias = torch.zeros(self.vocab)
+            for token, value in spec.logit_bias.items():
+                job.bias[token] = value
         self.rows[row] = job
         logits = self.decoder.prefill_row(row, spec.prompt)
         # The first byte goes out right after this row's own prefill, not after every newcomer's.
@@ -237,8 +242,8 @@ class Engine:
         logprobs = torch.log_softmax(logits, dim=-1)  # the model's own distribution, as OpenAI reports
         adjusted = logits.clone()
         adjusted[BOS_ID] = float("-inf")  # BOS only ever starts a sequence
-        for token, bias in spec.logit_bias.items():
-            adjusted[token] += bias
+        if job.bias is not None:
+            adjusted += job.bias
         if spec.frequency_penalty or spec.presence_penalty:
             adjusted -= job.counts * spec.frequency_penalty + (job.counts > 0).float() * spec.presence_penalty
         token = int(sample_next(adjusted[None], job.history[None], spec.params, job.generator)[0])
