@@ -2,7 +2,9 @@
 
 Rows are independent (each has its own length and position), so a server can put a new request
 into a free row while the other rows keep decoding. `FullDecoder` recomputes the whole window for
-every byte: slow, simple, and the reference that the cached decoder must equal.
+every byte: slow, simple, and the reference that the cached decoder (generation/cached.py) must
+equal. Both slide past the context the same way: a full row keeps its last `keep_after_overflow`
+bytes, so every logit is the full forward pass's on a window the caller can name.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ import torch
 
 if TYPE_CHECKING:
     from multiscale_transformer.model.model import MultiScaleTransformer
+
+
+def keep_after_overflow(max_seq_len: int) -> int:
+    """Bytes a full row keeps when the next byte would overflow the context: three quarters of it."""
+    return max(1, (3 * max_seq_len) // 4)
 
 
 class Decoder(Protocol):
@@ -55,7 +62,8 @@ class FullDecoder:
         for row in range(self.batch_size):
             if bool(active[row]):
                 self.rows[row].append(int(next_ids[row]))
-                del self.rows[row][: -self.window]
+                if len(self.rows[row]) > self.window:  # slide exactly as CachedDecoder does
+                    del self.rows[row][: -keep_after_overflow(self.window)]
                 out[row] = self._logits(row)
         return out
 

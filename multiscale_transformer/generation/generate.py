@@ -26,8 +26,11 @@ class Step:
     logprobs: torch.Tensor
 
 
-def new_decoder(model: MultiScaleTransformer, batch_size: int) -> Decoder:
-    return FullDecoder(model, batch_size)
+def new_decoder(model: MultiScaleTransformer, batch_size: int, cached: bool = True) -> Decoder:
+    """The KV-cached decoder (equal to the full forward pass, tested), or the full-recompute reference."""
+    from multiscale_transformer.generation.cached import CachedDecoder
+
+    return CachedDecoder(model, batch_size) if cached else FullDecoder(model, batch_size)
 
 
 def stream(

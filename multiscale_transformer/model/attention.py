@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multiscale_transformer.model.cache import CacheView
 from multiscale_transformer.model.layers import apply_rope
 
 
@@ -65,6 +66,9 @@ class Attention(nn.Module):
         rope_k: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor | None = None,
         causal: bool = False,
+        cache: CacheView | None = None,
     ) -> torch.Tensor:
         k, v = self.project_kv(src, *rope_k)
+        if cache is not None:
+            k, v = cache.update(k, v)  # (R, H, length, hd): everything this row has seen
         return self.attend(x, k, v, *rope_q, mask=mask, causal=causal)

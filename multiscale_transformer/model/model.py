@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multiscale_transformer.model.attention import Attention
+from multiscale_transformer.model.cache import CacheView
 from multiscale_transformer.model.config import ModelConfig
 from multiscale_transformer.model.layers import RMSNorm, SwiGLU, rope_tables
 from multiscale_transformer.model.scales import Downsample, Upsample, cross_mask, n_tokens, span_ends
@@ -31,9 +32,11 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.ffn = SwiGLU(cfg.d_model, cfg.d_ff, cfg.bias, cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope: Rope) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: Rope, cache: CacheView | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = self.attn_norm(x)
-        x = x + self.attn(h, h, rope, rope, causal=True)
+        x = x + self.attn(h, h, rope, rope, mask=mask, causal=mask is None, cache=cache)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -51,7 +54,16 @@ class CrossBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, src: torch.Tensor, rope_q: Rope, rope_k: Rope, mask: torch.Tensor
     ) -> torch.Tensor:
-        x = x + self.attn(self.query_norm(x), self.source_norm(src), rope_q, rope_k, mask=mask)
+        return self.attend(x, *self.source_kv(src, rope_k), rope_q, mask)
+
+    def source_kv(self, src: torch.Tensor, rope_k: Rope) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the source scale's tokens: what the decoder caches per directed pair."""
+        return self.attn.project_kv(self.source_norm(src), *rope_k)
+
+    def attend(
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope_q: Rope, mask: torch.Tensor
+    ) -> torch.Tensor:
+        x = x + self.attn.attend(self.query_norm(x), k, v, *rope_q, mask=mask)
         return x + self.ffn(self.ffn_norm(x))
 
 

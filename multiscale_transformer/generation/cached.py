@@ -1,0 +1,198 @@
+"""KV-cached decoding across all scales, equal to the full forward pass.
+
+Per batch row: the fine stack caches keys and values for every byte; a token of scale k is formed
+when the byte at a position divisible by k arrives (the shift rule of model/scales.py: that byte
+ends the token's span) and then runs through its own stack with its own cache. Each directed
+cross-scale block caches the keys and values of its source tokens; new tokens (all ending at the
+new byte) attend to every cached source token, which by construction ends no later. The fusion
+reads, for every coarser scale, the final state of its latest token and the upsampling slot of the
+byte's offset in that token's span. Rows are independent, so prompts of different lengths and
+requests that start at different times share one batch.
+
+Beyond the context window the decoder keeps the last `keep` bytes of the row and re-prefills them
+(the llama.cpp "context shift" idea, without its approximation): every logit is then exactly what
+the full forward pass gives on that same window. `FullDecoder` follows the same rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from multiscale_transformer.generation.decoder import keep_after_overflow
+from multiscale_transformer.model.cache import CacheView, KVCache
+from multiscale_transformer.model.scales import cross_mask, n_tokens, span_ends
+
+if TYPE_CHECKING:
+    from multiscale_transformer.model.model import MultiScaleTransformer
+
+
+class CachedDecoder(nn.Module):
+    """Implements the Decoder protocol with per-row, per-scale KV caches (`setup_caches` on creation)."""
+
+    def __init__(self, model: MultiScaleTransformer, batch_size: int = 1) -> None:
+        super().__init__()
+        self.model = model
+        self.batch_size = batch_size
+        cfg = model.config
+        self.window = cfg.max_seq_len
+        self.keep = keep_after_overflow(cfg.max_seq_len)
+        self.factors = cfg.downsample_factors
+        self.setup_caches(batch_size, cfg.max_seq_len)
+
+    def setup_caches(self, batch: int, max_len: int) -> None:
+        cfg, factors = self.model.config, self.factors
+        device = self.model.tok_emb.weight.device
+        sizes = [n_tokens(max_len, k) for k in factors]
+
+        def cache(n: int) -> KVCache:
+            return KVCache(batch, cfg.n_heads, n, cfg.head_dim).to(device)
+
+        self.self_caches = nn.ModuleList(
+            nn.ModuleList(cache(sizes[s]) for _ in range(cfg.n_layers_per_scale)) for s in range(len(factors))
+        )
+        self.cross_caches = nn.ModuleList(
+            nn.ModuleList(cache(sizes[s]) for s, _ in self.model.pairs) for _ in range(cfg.n_cross_attn_layers)
+        )
+        self.register_buffer("emb", torch.zeros(batch, max_len, cfg.d_model, device=device), persistent=False)
+        # Upsampled slots (B, k, d) of each coarser scale's latest token: computed once per token.
+        self.slots = [torch.zeros(batch, k, cfg.d_model, device=device) for k in factors]
+        self.lengths = [0] * batch
+        self.ids: list[list[int]] = [[] for _ in range(batch)]
+
+    def clear(self) -> None:
+        for module in self.modules():
+            if isinstance(module, KVCache):
+                module.clear()
+        self.emb.zero_()
+        for slots in self.slots:
+            slots.zero_()
+        self.lengths = [0] * self.batch_size
+        self.ids = [[] for _ in range(self.batch_size)]
+
+    def release(self, row: int) -> None:
+        self.lengths[row] = 0
+        self.ids[row] = []
+
+    @torch.inference_mode()
+    def prefill_row(self, row: int, ids: Sequence[int]) -> torch.Tensor:
+        """Run the prompt's window through every stack and cross block, filling row `row`'s caches."""
+        model = self.model
+        ids = list(ids)[-self.window :]
+        T = len(ids)
+        device = self.emb.device
+        rows = torch.tensor([row], device=device)
+        x = model.tok_emb(torch.tensor([ids], device=device))  # (1, T, d)
+        self.emb[row, :T] = x[0]
+        hs = []
+        for s in range(len(self.factors)):
+            h = model.down[s](x)  # (1, n_s, d)
+            positions = torch.arange(h.shape[1], device=device)
+            view_pos = positions[None]  # (1, n_s)
+            rope = model.rope(positions)
+            for block, kv in zip(model.stacks[s], self.self_caches[s], strict=True):
+                h = block(h, rope, cache=CacheView(kv, rows, view_pos, h.shape[1]))
+            hs.append(h)
+        ends = [span_ends(h.shape[1], k, device) for h, k in zip(hs, self.factors, strict=True)]
+        for layer, caches in zip(model.cross, self.cross_caches, strict=True):
+            snapshot = list(hs)
+            for (s, t), block, kv in zip(model.pairs, layer, caches, strict=True):
+                n_s = snapshot[s].shape[1]
+                view = CacheView(kv, rows, torch.arange(n_s, device=device)[None], n_s)
+                k_, v_ = view.update(*block.source_kv(snapshot[s], model.rope(ends[s])))
+                hs[t] = block.attend(hs[t], k_, v_, model.rope(ends[t]), cross_mask(ends[t], ends[s]))
+        for s in range(1, len(hs)):
+            self._store_slots(s, rows, hs[s][:, -1])
+        self.lengths[row] = T
+        self.ids[row] = ids
+        return self._logits(rows, torch.tensor([T - 1], device=device), hs[0][:, -1])[0]
+
+    @torch.inference_mode()
+    def step(self, next_ids: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """Append one byte to each active row; logits (B, V) for the byte after it."""
+        out = torch.zeros(self.batch_size, self.model.config.vocab_size, device=self.emb.device)
+        incremental = []
+        for row in active.nonzero().flatten().tolist():
+            self.ids[row].append(int(next_ids[row]))
+            if self.lengths[row] >= self.window:  # full: slide to the last `keep` bytes
+                out[row] = self.prefill_row(row, self.ids[row][-self.keep :])
+            else:
+                incremental.append(row)
+        if incremental:
+            rows = torch.tensor(incremental, device=self.emb.device)
+            out[rows] = self._step_rows(rows, next_ids.to(self.emb.device)[rows])
+        return out
+
+    def _step_rows(self, rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        model, device = self.model, self.emb.device
+        t = torch.tensor([self.lengths[r] for r in rows.tolist()], device=device)  # (R,) new byte positions
+        x = model.tok_emb(ids)[:, None]  # (R, 1, d)
+        self.emb[rows, t] = x[:, 0]
+        # new[s] = (indices into rows that formed a token of scale s now, their states (R_s, 1, d))
+        new: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for s, k in enumerate(self.factors):
+            sub = torch.arange(len(rows), device=device) if k == 1 else (t % k == 0).nonzero().flatten()
+            if sub.numel() == 0:
+                continue
+            h = x[sub] if k == 1 else self._pool(s, rows[sub], t[sub])
+            j = t[sub] // k  # token index = its position in this scale's stack
+            rope = self._row_rope(j)
+            mask = self._mask(torch.arange(int(j.max()) + 1, device=device)[None] <= j[:, None])
+            for block, kv in zip(model.stacks[s], self.self_caches[s], strict=True):
+                h = block(h, rope, cache=CacheView(kv, rows[sub], j[:, None], int(j.max()) + 1), mask=mask)
+            new[s] = (sub, h)
+        for layer, caches in zip(model.cross, self.cross_caches, strict=True):
+            snapshot = dict(new)
+            for (s, tgt), block, kv in zip(model.pairs, layer, caches, strict=True):
+                k_s = self.factors[s]
+                if s in snapshot:  # this step's source tokens join the pair's cache
+                    sub_s, src = snapshot[s]
+                    j_s = t[sub_s] // k_s
+                    rows_s = rows[sub_s]
+                    CacheView(kv, rows_s, j_s[:, None], 0).write(*block.source_kv(src, self._row_rope(j_s * k_s)))
+                if tgt not in new:
+                    continue
+                sub_t, h = new[tgt]
+                count = t[sub_t] // k_s + 1  # source tokens so far; all end at or before the new byte
+                length = int(count.max())
+                k_, v_ = CacheView(kv, rows[sub_t], count[:, None] - 1, length).read()
+                mask = self._mask(torch.arange(length, device=device)[None] < count[:, None])
+                new[tgt] = (sub_t, block.attend(h, k_, v_, self._row_rope(t[sub_t]), mask))
+        for s, (sub, h) in new.items():
+            if s > 0:
+                self._store_slots(s, rows[sub], h[:, 0])
+        for r in rows.tolist():
+            self.lengths[r] += 1
+        return self._logits(rows, t, new[0][1][:, 0])
+
+    def _pool(self, s: int, rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Token of scale s ending at byte t for each row: the k embeddings t-k+1..t, zeros before 0."""
+        k = self.factors[s]
+        offsets = torch.arange(-k + 1, 1, device=t.device)
+        pos = t[:, None] + offsets  # (R, k)
+        window = self.emb[rows[:, None], pos.clamp(min=0)] * (pos >= 0)[..., None]  # (R, k, d)
+        return self.model.down[s].pool_last(window)  # (R, 1, d)
+
+    def _logits(self, rows: torch.Tensor, t: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        """Fuse the fine state (R, d) of byte t with each coarser scale's latest token, then the head."""
+        ups = [fine]
+        for s in range(1, len(self.factors)):
+            ups.append(self.slots[s][rows, t % self.factors[s]])  # slot t % k of token t // k
+        fused = self.model._fuse([u[:, None] for u in ups])  # (R, 1, d)
+        return self.model._head(fused)[:, 0]
+
+    def _store_slots(self, s: int, rows: torch.Tensor, h: torch.Tensor) -> None:
+        """Final state h (R, d) of the new latest token of scale s, upsampled once to its k byte slots."""
+        self.slots[s][rows] = self.model.up[s].proj(h).unflatten(-1, (self.factors[s], -1))  # (R, k, d)
+
+    def _row_rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row rotary tables (R, 1, 1, hd/2) that broadcast over heads."""
+        cos, sin = self.model.rope(positions)
+        return cos[:, None, None], sin[:, None, None]
+
+    @staticmethod
+    def _mask(valid: torch.Tensor) -> torch.Tensor:
+        return valid[:, None, None]  # (R, 1, 1, L): one query per row

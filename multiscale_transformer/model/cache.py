@@ -1,0 +1,53 @@
+"""KV caches: preallocated key/value buffers per batch row, written at each row's own positions.
+
+Rows are independent so that sequences of different lengths (and a server's requests that start
+at different times) share one batch. A CacheView names which rows and positions one call writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class KVCache(nn.Module):
+    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int) -> None:
+        super().__init__()
+        shape = (batch, n_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape), persistent=False)
+        self.register_buffer("v", torch.zeros(shape), persistent=False)
+
+    def clear(self) -> None:
+        self.k.zero_()
+        self.v.zero_()
+
+
+@dataclass(frozen=True)
+class CacheView:
+    """Rows (R,) of `cache` and the positions (R, S) at which this call's S new keys go.
+
+    `length` is how many cached positions the call then reads back (the longest row's extent);
+    shorter rows must be masked by the caller.
+    """
+
+    cache: KVCache
+    rows: torch.Tensor
+    pos: torch.Tensor
+    length: int
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (R, H, S, hd) and return every cached key/value of the rows, (R, H, length, hd)."""
+        self.write(k, v)
+        return self.read()
+
+    def write(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        index = (self.rows[:, None], slice(None), self.pos)  # selects (R, S, H, hd)
+        self.cache.k[index] = k.transpose(1, 2)
+        self.cache.v[index] = v.transpose(1, 2)
+
+    def read(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.rows.numel() == self.cache.k.shape[0]:
+            return self.cache.k[:, :, : self.length], self.cache.v[:, :, : self.length]
+        return self.cache.k[self.rows, :, : self.length], self.cache.v[self.rows, :, : self.length]
