@@ -58,6 +58,7 @@ def chat_logprobs(records: list[ByteLogprob]) -> ChoiceLogprobs:
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(request: Request) -> Response:
     req = await read_body(request, ChatCompletionRequest)
+    engine = engine_of(request)  # 503 while loading, before anything needs the context length
     settings = settings_of(request)
     template = settings.chat_template
     n = req.n or 1
@@ -65,7 +66,6 @@ async def chat_completions(request: Request) -> Response:
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     sampling = sampling_of(req, settings, max_tokens, template.stop)
     prompt = truncate(list(template.render(req.messages).encode("utf-8", "surrogatepass")), request)
-    engine = engine_of(request)
     top = (req.top_logprobs or 0) if req.logprobs else None
     specs = [
         Spec(

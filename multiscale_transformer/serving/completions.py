@@ -78,6 +78,7 @@ def logprobs_of(ids: list[int], records: list[ByteLogprob | None], top: int, sta
 @router.post("/v1/completions", response_model=None)
 async def completions(request: Request) -> Response:
     req = await read_body(request, CompletionRequest)
+    engine = engine_of(request)  # 503 while loading, before anything needs the context length
     settings = settings_of(request)
     if req.suffix:
         raise APIError(400, "suffix (fill-in-the-middle) is not supported by this model", "suffix", "unsupported")
@@ -87,7 +88,6 @@ async def completions(request: Request) -> Response:
     prompts = [truncate(p, request) for p in prompts_of(req)]
     check_capacity(len(prompts) * n, settings)
     sampling = sampling_of(req, settings, req.max_tokens, [])
-    engine = engine_of(request)
     echo = bool(req.echo)
     specs = [
         Spec(
