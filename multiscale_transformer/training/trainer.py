@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import sys
@@ -49,7 +50,7 @@ class TrainSettings:
     warmup: int | None = None
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
-    fine_loss_weight: float = 0.1
+    fine_loss_weight: float = 0.0
     eval_every: int = 100
     eval_windows: int = 64
     log_every: int = 10
@@ -217,9 +218,12 @@ class Trainer:
         return full_sum / len(batches), fine_sum / len(batches)
 
     def _calibrate_horizon(self, budget_left: float) -> int:
-        """Steps that fit the time budget: time two steps' forward+backward (no update) and one eval batch."""
+        """A first guess of the steps that fit the time budget, from two timed forward+backward passes
+        (no update) and one evaluation batch; the loop refines it from its real pace (`_refine_total`)."""
         rng = torch.get_rng_state()
-        self._forward_backward(0)  # first call pays one-time allocation costs
+        small = self.val_windows[: self.s.batch_size]
+        self._forward_backward(0)  # first calls pay one-time allocation costs
+        evaluate(self.model, small, self.s.batch_size, self.device)
         self.optimizer.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
         for _ in range(2):
@@ -227,11 +231,19 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         per_step = (time.perf_counter() - t0) / 2 * 1.05  # + optimizer update and logging
         t0 = time.perf_counter()
-        evaluate(self.model, self.val_windows[: self.s.batch_size], self.s.batch_size, self.device)
+        evaluate(self.model, small, self.s.batch_size, self.device)
         per_eval = (time.perf_counter() - t0) * math.ceil(len(self.val_windows) / self.s.batch_size)
         torch.set_rng_state(rng)
-        usable = budget_left - 3 * per_eval  # the final evaluation and saving happen inside the budget
-        return max(1, int(usable / (per_step + per_eval / self.s.eval_every)))
+        return max(1, int(budget_left / (per_step + per_eval / self.s.eval_every)))
+
+    def _refine_total(self, schedule: Schedule, step: int, done: int, seconds: float, left: float) -> Schedule:
+        """Re-aim the cosine at the step where the budget will run out, at the pace measured so far
+        (evaluations included); rank 0's estimate is used everywhere so that all ranks share one lr."""
+        if done < 5 or seconds <= 0:
+            return schedule
+        total = step + max(0, int(left / (seconds / done)))
+        total = dist_io.broadcast_int(self.dist, max(total, schedule.warmup, step), self.device)
+        return dataclasses.replace(schedule, total=total)
 
     # ---- the run ----
 
@@ -274,7 +286,7 @@ class Trainer:
         loss_window: list[float] = []
         reason = "max steps"
         segment_start = time.perf_counter()
-        base_elapsed = elapsed
+        base_elapsed, start_step = elapsed, step
         try:
             while True:
                 elapsed = base_elapsed + time.perf_counter() - segment_start
@@ -283,6 +295,7 @@ class Trainer:
                     reason = "signal" if stop.signal is not None else "time budget"
                     break
                 if step >= schedule.total:
+                    reason = "max steps" if s.max_steps is not None else "time budget"
                     break
                 lr = schedule.lr_at(step)
                 for group in self.optimizer.param_groups:
@@ -310,6 +323,12 @@ class Trainer:
                     }
                     loss_window.clear()
                     self._emit(row, bar)
+                    if s.max_steps is None and s.time_budget is not None:
+                        schedule = self._refine_total(
+                            schedule, step, step - start_step, elapsed - base_elapsed, s.time_budget - elapsed
+                        )
+                        if bar is not None:
+                            bar.total = schedule.total
                 if step % s.eval_every == 0:
                     last_eval = self._eval_row(step, bytes_seen, base_elapsed, segment_start, bar)
                 if step % s.checkpoint_every == 0:
