@@ -100,3 +100,11 @@ def test_released_row_takes_a_new_prompt() -> None:
     decoder.release(0)
     fresh = CachedDecoder(model, 1).prefill_row(0, list(b"ab"))
     torch.testing.assert_close(decoder.prefill_row(0, list(b"ab")), fresh, rtol=0, atol=1e-5)
+
+
+def test_batched_prefill_equals_one_row_at_a_time() -> None:
+    model = make_model("tiny", seed=9)
+    prompts = [list(b"abc"), list(b"defgh"), list(b"xyz"), list(b"q")]
+    together = CachedDecoder(model, 4).prefill_rows([3, 1, 0, 2], prompts)
+    for i, prompt in enumerate(prompts):
+        torch.testing.assert_close(together[i], FullDecoder(model).prefill_row(0, prompt), rtol=0, atol=1e-5)

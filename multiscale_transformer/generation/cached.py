@@ -77,24 +77,37 @@ class CachedDecoder(nn.Module):
         self.lengths[row] = 0
         self.ids[row] = []
 
-    @torch.inference_mode()
     def prefill_row(self, row: int, ids: Sequence[int]) -> torch.Tensor:
         """Run the prompt's window through every stack and cross block, filling row `row`'s caches."""
+        return self.prefill_rows([row], [ids])[0]
+
+    @torch.inference_mode()
+    def prefill_rows(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """prefill_row for several rows at once, batching prompts of equal length: logits (R, V)."""
+        windows = [list(p)[-self.window :] for p in prompts]
+        out = torch.zeros(len(rows), self.model.config.vocab_size, device=self.emb.device)
+        by_length: dict[int, list[int]] = {}
+        for i, ids in enumerate(windows):
+            by_length.setdefault(len(ids), []).append(i)
+        for group in by_length.values():
+            out[group] = self._prefill([rows[i] for i in group], [windows[i] for i in group])
+        return out
+
+    def _prefill(self, row_list: list[int], windows: list[list[int]]) -> torch.Tensor:
+        """Prefill rows whose windows all have the same length T; logits (R, V) after byte T-1."""
         model = self.model
-        ids = list(ids)[-self.window :]
-        T = len(ids)
+        T = len(windows[0])
         device = self.emb.device
-        rows = torch.tensor([row], device=device)
-        x = model.tok_emb(torch.tensor([ids], device=device))  # (1, T, d)
-        self.emb[row, :T] = x[0]
+        rows = torch.tensor(row_list, device=device)
+        x = model.tok_emb(torch.tensor(windows, device=device))  # (R, T, d)
+        self.emb[rows, :T] = x
         hs = []
         for s in range(len(self.factors)):
-            h = model.down[s](x)  # (1, n_s, d)
+            h = model.down[s](x)  # (R, n_s, d)
             positions = torch.arange(h.shape[1], device=device)
-            view_pos = positions[None]  # (1, n_s)
             rope = model.rope(positions)
             for block, kv in zip(model.stacks[s], self.self_caches[s], strict=True):
-                h = block(h, rope, cache=CacheView(kv, rows, view_pos, h.shape[1]))
+                h = block(h, rope, cache=CacheView(kv, rows, positions[None], h.shape[1]))
             hs.append(h)
         ends = [span_ends(h.shape[1], k, device) for h, k in zip(hs, self.factors, strict=True)]
         for layer, caches in zip(model.cross, self.cross_caches, strict=True):
@@ -106,9 +119,10 @@ class CachedDecoder(nn.Module):
                 hs[t] = block.attend(hs[t], k_, v_, model.rope(ends[t]), cross_mask(ends[t], ends[s]))
         for s in range(1, len(hs)):
             self._store_slots(s, rows, hs[s][:, -1])
-        self.lengths[row] = T
-        self.ids[row] = ids
-        return self._logits(rows, torch.tensor([T - 1], device=device), hs[0][:, -1])[0]
+        for row, ids in zip(row_list, windows, strict=True):
+            self.lengths[row] = T
+            self.ids[row] = list(ids)
+        return self._logits(rows, torch.full((len(row_list),), T - 1, device=device), hs[0][:, -1])
 
     @torch.inference_mode()
     def step(self, next_ids: torch.Tensor, active: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,10 @@ class Decoder(Protocol):
         """Start row `row` with the prompt ids (the last max_seq_len are kept); logits (V,) for the next byte."""
         ...
 
+    def prefill_rows(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """prefill_row for several rows at once (batched where the decoder can): logits (R, V)."""
+        ...
+
     def step(self, next_ids: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """Append next_ids (B,) to the active rows (bool (B,)); logits (B, V). Inactive rows' logits are undefined."""
         ...
@@ -56,6 +60,9 @@ class FullDecoder:
     def prefill_row(self, row: int, ids: Sequence[int]) -> torch.Tensor:
         self.rows[row] = list(ids)[-self.window :]
         return self._logits(row)
+
+    def prefill_rows(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        return torch.stack([self.prefill_row(r, p) for r, p in zip(rows, prompts, strict=True)])
 
     def step(self, next_ids: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(self.batch_size, self.model.config.vocab_size)

@@ -58,7 +58,7 @@ def stream(
     history = _padded(rows)
     active = torch.ones(len(rows), dtype=torch.bool)
     with torch.inference_mode():
-        logits = torch.stack([decoder.prefill_row(r, ids) for r, ids in enumerate(rows)])
+        logits = decoder.prefill_rows(range(len(rows)), rows)
         for i in range(max_new_tokens):
             logits = logits.float()
             logits[:, BOS_ID] = float("-inf")

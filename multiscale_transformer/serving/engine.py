@@ -164,43 +164,57 @@ class Engine:
                 self._release(row)
 
     def _admit(self) -> bool:
-        """Prefill waiting jobs into free rows; block while there is nothing to do. False on stop."""
-        while None in self.rows:
-            idle = all(job is None for job in self.rows)
+        """Prefill waiting jobs into free rows, together; block while there is nothing to do. False on stop."""
+        jobs: list[Job] = []
+        while self.rows.count(None) > len(jobs):
+            idle = not jobs and all(job is None for job in self.rows)
             try:
                 job = self.inbox.get(block=idle)
             except queue.Empty:
-                return True
+                break
             if job is None:
                 return False
             if job.cancelled:
                 self._done(job)
                 continue
-            try:
-                self._start(job)
-            except Exception as exc:
-                if job in self.rows:
-                    self._release(self.rows.index(job))
-                self._fail(job, f"prefill failed: {exc}")
+            jobs.append(job)
+        if jobs:
+            self._start(jobs)
         return True
 
-    def _start(self, job: Job) -> None:
-        spec = job.spec
-        if spec.prompt_logprobs:
-            job.sink(PromptLogprobs(job.index, self._prompt_logprobs(spec.prompt, spec.logprobs or 0)))
-        if spec.max_tokens == 0:
-            self._finish(job, "length")
+    def _start(self, jobs: list[Job]) -> None:
+        """Give each job a row and prefill them in one batch; the first bytes go out right after."""
+        started: list[tuple[int, Job]] = []
+        for job in jobs:
+            try:
+                spec = job.spec
+                if spec.prompt_logprobs:
+                    job.sink(PromptLogprobs(job.index, self._prompt_logprobs(spec.prompt, spec.logprobs or 0)))
+                if spec.max_tokens == 0:
+                    self._finish(job, "length")
+                    continue
+                job.counts = torch.zeros(self.vocab)
+                if spec.logit_bias:
+                    job.bias = torch.zeros(self.vocab)
+                    for token, value in spec.logit_bias.items():
+                        job.bias[token] = value
+            except Exception as exc:
+                self._fail(job, f"prefill failed: {exc}")
+                continue
+            row = self.rows.index(None)
+            self.rows[row] = job
+            started.append((row, job))
+        if not started:
             return
-        row = self.rows.index(None)
-        job.counts = torch.zeros(self.vocab)
-        if spec.logit_bias:
-            job.bias = torch.zeros(self.vocab)
-            for token, value in spec.logit_bias.items():
-                job.bias[token] = value
-        self.rows[row] = job
-        logits = self.decoder.prefill_row(row, spec.prompt)
-        # The first byte goes out right after this row's own prefill, not after every newcomer's.
-        self._sample_and_advance(row, job, logits)
+        try:
+            logits = self.decoder.prefill_rows([r for r, _ in started], [j.spec.prompt for _, j in started])
+        except Exception as exc:
+            for row, job in started:
+                self._release(row)
+                self._fail(job, f"prefill failed: {exc}")
+            return
+        for (row, job), row_logits in zip(started, logits, strict=True):
+            self._sample_and_advance(row, job, row_logits)
 
     def _prompt_logprobs(self, prompt: list[int], top: int) -> list[ByteLogprob | None]:
         ids = torch.tensor([prompt], dtype=torch.long)
