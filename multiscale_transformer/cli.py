@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "OpenAI-compatible HTTP server (completions, chat, models, health)"),
     "train": ("train", "train a model on Python code (default: the standard library) with Lion"),
     "export-gguf": ("export_gguf", "the fine-scale path as a GGUF file for llama.cpp, Ollama and LM Studio"),
+    "eval": ("eval", "bits per byte on held-out files next to compressors; generation probe"),
+    "audit": ("audit", "check a model for future-byte leaks: PASS (exit 0) or FAIL (exit 1)"),
 }
 
 

@@ -1,0 +1,96 @@
+"""`axl eval`: bits per byte on held-out files next to compressors on the same bytes; generation probe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from multiscale_transformer.commands.common import (
+    add_model_arguments,
+    add_threads_argument,
+    load_model_from_args,
+    positive_int,
+    set_threads,
+)
+from multiscale_transformer.commands.train import fraction
+from multiscale_transformer.errors import UserError
+
+if TYPE_CHECKING:
+    from multiscale_transformer.evaluation.baselines import Baselines
+    from multiscale_transformer.evaluation.bpb import EvalResult
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    d = p.add_argument_group("data (the same inputs and split as axl train)")
+    d.add_argument("--data", nargs="+", type=Path, help="directories, files, .jsonl, .txt (default: stdlib)")
+    d.add_argument("--glob", default="*.py", help="file-name pattern inside --data directories (default *.py)")
+    d.add_argument("--val-fraction", type=fraction, default=0.05, help="held-out share, as in training (0.05)")
+    d.add_argument("--all-files", action="store_true", help="score every file, not only the validation split")
+    p.add_argument("--stride", type=positive_int, help="bytes scored per window (default: half the context)")
+    p.add_argument("--fine-only", action="store_true", help="score the fine path alone (what GGUF exports)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="windows per forward pass (default 16)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the compressor table")
+    p.add_argument("--generation", action="store_true", help="also run the generation probe (greedy and sampled)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="probe completion limit (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled probe")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    add_threads_argument(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from multiscale_transformer.evaluation.baselines import compressor_baselines
+    from multiscale_transformer.evaluation.bpb import evaluate_documents, validation_documents
+    from multiscale_transformer.evaluation.probes import MODES, run_probe
+
+    if args.data:
+        missing = [str(p) for p in args.data if not p.exists()]
+        if missing:
+            raise UserError(f"--data: no such file or directory: {', '.join(missing)}")
+    set_threads(args.threads)
+    model = load_model_from_args(args)
+    context = model.config.max_seq_len
+    if args.stride is not None and args.stride > context:
+        raise UserError(f"--stride must be at most the model's context ({context}), got {args.stride}")
+    docs = validation_documents(args.data, args.glob, args.val_fraction, args.all_files)
+    result = evaluate_documents(model, docs, args.stride, args.fine_only, args.batch_size, progress=not args.json)
+    baselines = None if args.no_baselines else compressor_baselines([d.data for d in docs])
+    probes = [run_probe(model, mode, args.max_new_tokens, args.seed) for mode in MODES] if args.generation else []
+
+    if args.json:
+        out: dict[str, Any] = result.to_json()
+        if baselines is not None:
+            out["baselines"] = baselines.to_json()
+        if probes:
+            out["generation"] = {p.mode: p.to_json() for p in probes}
+        print(json.dumps(out, indent=2))
+        return 0
+    _print_tables(result, baselines)
+    for p in probes:
+        print(
+            f"generation ({p.mode}): {p.parse_rate:.0%} of {len(p.completions)} functions parse, "
+            f"{p.finished_rate:.0%} ended within {args.max_new_tokens} bytes, "
+            f"mean completion {p.mean_length:.0f} bytes"
+        )
+    return 0
+
+
+def _print_tables(result: EvalResult, baselines: Baselines | None) -> None:
+    width = max(len(f.name) for f in result.files)
+    print(f"{'file':<{width}}  {'bytes':>9}  bits/byte")
+    for f in result.files:
+        print(f"{f.name:<{width}}  {f.bytes:>9,}  {f.bits_per_byte:.3f}")
+    path = "fine path alone" if result.fine_only else "full model"
+    print(
+        f"\n{len(result.files)} files, {result.bytes:,} bytes, context {result.context}, stride {result.stride} "
+        f"({path})\n"
+    )
+    rows = [("this model", result.bits_per_byte)] + (baselines.rows() if baselines else [])
+    label = max(len(r[0]) for r in rows)
+    print(f"{'':<{label}}  bits/byte")
+    for name, bpb in rows:
+        print(f"{name:<{label}}  {bpb:.3f}")
+    print(f"\nloss {result.loss:.4f} nats/byte, byte perplexity {result.perplexity:.3f}", file=sys.stdout)

@@ -1,0 +1,170 @@
+"""Bits per byte over held-out files: every byte scored exactly once by a sliding window.
+
+Each file is scored on its own as the id sequence `EOS b0 b1 ... b(n-1)`: training reads the corpus as
+`... doc EOS doc EOS ...`, so the first byte of a file is predicted right after an EOS, exactly as the
+model saw file starts in training; the EOS itself is context, never a scored target. Only the n bytes
+are scored (the closing EOS is not a byte), so bits per byte compare directly with a compressor's
+output size on the same bytes.
+
+Sliding window (context T = max_seq_len, `stride` S in 1..T): the first window scores the first
+min(T, n) bytes; each later window ends S bytes further on, spans the T ids before its end and scores
+only its last S (or fewer, at the file's end) predictions. Every byte is therefore scored exactly once,
+and every byte after the first T of a file is predicted from at least T - S bytes of its own file.
+The default S = T / 2 gives every such byte at least S = T / 2 bytes of context; S = T is the fastest
+(no overlap) and leaves bytes just past a window boundary with little context.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from multiscale_transformer.errors import UserError
+from multiscale_transformer.model.model import MultiScaleTransformer
+from multiscale_transformer.training.data import Document, collect_documents, split_documents
+from multiscale_transformer.training.tokenizer import EOS_ID
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Window:
+    """Inputs ids[start:end] predict targets ids[start+1 : end+1]; targets ids[score_from+1 : end+1] count."""
+
+    start: int
+    end: int
+    score_from: int
+
+
+def sliding_windows(n_bytes: int, context: int, stride: int) -> Iterator[Window]:
+    """The windows that score the n bytes of `EOS b0 .. b(n-1)` once each (see the module docstring)."""
+    if not 1 <= stride <= context:
+        raise UserError(f"--stride must be in 1..{context} (the model's context), got {stride}")
+    done = 0  # targets 1..done are scored
+    while done < n_bytes:
+        end = min(done + (context if done == 0 else stride), n_bytes)
+        yield Window(max(0, end - context), end, done)
+        done = end
+
+
+@dataclass(frozen=True)
+class FileScore:
+    name: str
+    bytes: int
+    nats: float  # summed negative log-likelihood of the file's bytes
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.nats / self.bytes / math.log(2)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    files: list[FileScore]
+    context: int
+    stride: int
+    fine_only: bool
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    @property
+    def loss(self) -> float:
+        """Mean negative log-likelihood per byte, in nats (what training reports as loss)."""
+        return sum(f.nats for f in self.files) / self.bytes
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.loss / math.log(2)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bits_per_byte": self.bits_per_byte,
+            "perplexity": self.perplexity,
+            "loss": self.loss,
+            "bytes": self.bytes,
+            "files": len(self.files),
+            "context": self.context,
+            "stride": self.stride,
+            "fine_only": self.fine_only,
+            "per_file": [{"name": f.name, "bytes": f.bytes, "bits_per_byte": f.bits_per_byte} for f in self.files],
+        }
+
+
+def validation_documents(
+    paths: list[Path] | None, glob: str = "*.py", val_fraction: float = 0.05, all_files: bool = False
+) -> list[Document]:
+    """The held-out files: the validation split of `paths` (default: the stdlib), computed by the very
+    functions `axl train` uses, so the two can never disagree; `all_files` scores every file instead."""
+    docs, _ = collect_documents(paths, glob)
+    if not all_files:
+        _, docs = split_documents(docs, val_fraction)
+    if not docs:
+        where = ", ".join(map(str, paths)) if paths else "the standard library"
+        raise UserError(f"no usable files matching {glob!r} to evaluate under {where}")
+    return docs
+
+
+@torch.no_grad()
+def evaluate_documents(
+    model: MultiScaleTransformer,
+    docs: Sequence[Document],
+    stride: int | None = None,
+    fine_only: bool = False,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> EvalResult:
+    """Score every byte of every document once; windows of equal length are batched across files."""
+    model.eval()
+    T = model.config.max_seq_len
+    stride = stride or max(1, T // 2)
+    forward: Forward = (lambda x: model(x, fine_only=True)) if fine_only else model
+    seqs = [torch.tensor([EOS_ID, *d.data], dtype=torch.long) for d in docs]
+    by_length: dict[int, list[tuple[int, Window]]] = defaultdict(list)
+    for i, d in enumerate(docs):
+        for w in sliding_windows(len(d.data), T, stride):
+            by_length[w.end - w.start].append((i, w))
+    nats = [0.0] * len(docs)
+    scored = [0] * len(docs)
+    bar = _progress(sum(len(v) for v in by_length.values()), progress)
+    for length in sorted(by_length, reverse=True):
+        group = by_length[length]
+        for b in range(0, len(group), batch_size):
+            chunk = group[b : b + batch_size]
+            ids = torch.stack([seqs[i][w.start : w.end + 1] for i, w in chunk])  # (B, length + 1)
+            logits = forward(ids[:, :-1]).float()  # (B, length, V)
+            nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, length)
+            for row, (i, w) in enumerate(chunk):
+                part = nll[row, w.score_from - w.start :]
+                nats[i] += float(part.double().sum())
+                scored[i] += part.numel()
+            if bar is not None:
+                bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    # The bookkeeping invariant the whole evaluation rests on; cheap enough to check on every run.
+    assert scored == [len(d.data) for d in docs], "a byte was scored twice or not at all"
+    files = [FileScore(d.name, len(d.data), n) for d, n in zip(docs, nats, strict=True)]
+    return EvalResult(files, T, stride, fine_only)
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="window", desc="scoring", dynamic_ncols=True, file=sys.stderr)
