@@ -30,7 +30,10 @@ class AuditReport:
 
     @property
     def worst(self) -> Check:
-        return max(self.checks, key=lambda c: c.leak.magnitude)
+        """The largest leak, preferring changed logits (a direct, interpretable measure) over gradients,
+        whose magnitude is in different units."""
+        logits = [c for c in self.checks if c.leak.kind == "logits" and c.leak.magnitude > self.tolerance]
+        return max(logits or self.checks, key=lambda c: c.leak.magnitude)
 
     @property
     def passed(self) -> bool:
