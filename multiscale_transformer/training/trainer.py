@@ -193,13 +193,11 @@ class Trainer:
     # ---- one optimizer step ----
 
     def _micro_batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        s = self.s
+        s, rank = self.s, self.dist.rank
+        T = s.config.max_seq_len
         return [
-            _to_device(
-                sample_batch(self.corpus.train, s.batch_size, s.config.max_seq_len, batch_rng(s.seed, step, r, m)),
-                self.device,
-            )
-            for r, m in [(self.dist.rank, m) for m in range(s.grad_accum)]
+            _to_device(sample_batch(self.corpus.train, s.batch_size, T, batch_rng(s.seed, step, rank, m)), self.device)
+            for m in range(s.grad_accum)
         ]
 
     def _forward_backward(self, step: int) -> tuple[float, float]:
