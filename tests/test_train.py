@@ -139,3 +139,10 @@ def test_bad_flags_are_one_line(src: Path, tmp_path: Path, extra: list[str], mes
     result = axl_train(src, tmp_path / "o", "--max-steps", "1", *extra)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("20m", 1200), ("1h", 3600), ("1h30m", 5400), ("45", 45)])
+def test_duration(text: str, seconds: float) -> None:
+    from multiscale_transformer.commands.train import duration
+
+    assert duration(text) == seconds
