@@ -180,6 +180,8 @@ def _preset(d: int, heads: int, d_ff: int, layers: int, published: int) -> dict[
 # The published AXL family (KoinicLabs), with their published parameter counts.
 _TABLE: dict[str, dict[str, Any]] = {
     "tiny": {**_preset(64, 2, 176, 1, 0), "max_seq_len": 128},
+    # Not published: the bundled model, sized for about an hour of a 2-core CPU (docs/pretrained.md).
+    "mini": _preset(96, 2, 256, 2, 0),
     "comment": _preset(192, 3, 512, 3, 7_182_144),
     "chat": _preset(224, 4, 608, 3, 9_870_112),
     "docs": _preset(224, 4, 608, 3, 9_870_112),
