@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
-
-from multiscale_transformer.errors import UserError
 
 if TYPE_CHECKING:
     from multiscale_transformer.model.model import MultiScaleTransformer
@@ -62,7 +61,7 @@ def set_threads(n: int | None) -> None:
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--model", help="model directory or .pt checkpoint")
+    group.add_argument("--model", help="model directory or .pt checkpoint (default: the bundled model)")
     group.add_argument("--preset", help="a preset with random weights (for trying the code, not for output)")
 
 
@@ -75,6 +74,11 @@ def load_model_from_args(args: argparse.Namespace) -> MultiScaleTransformer:
     if getattr(args, "preset", None):
         torch.manual_seed(0)
         return MultiScaleTransformer(ModelConfig.from_name(args.preset)).eval()
-    if getattr(args, "model", None):
-        return MultiScaleTransformer.from_pretrained(args.model)
-    raise UserError("no model given: pass --model DIR (a trained model) or --preset NAME (random weights)")
+    return MultiScaleTransformer.from_pretrained(model_path_from_args(args))
+
+
+def model_path_from_args(args: argparse.Namespace) -> Path:
+    """--model, or the model bundled with the package when none is given."""
+    from multiscale_transformer.pretrained import default_model_path
+
+    return Path(args.model) if getattr(args, "model", None) else default_model_path()

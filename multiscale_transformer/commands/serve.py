@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from multiscale_transformer.commands.common import add_threads_argument, positive_int, set_threads
 from multiscale_transformer.errors import UserError
@@ -55,18 +54,19 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
-    if args.model:
-        if not Path(args.model).exists():
-            raise UserError(f"no such model: {args.model}")
-        model: object = args.model
-        name = args.name or Path(args.model).resolve().stem
-    elif args.preset:
+    if args.preset:
         from multiscale_transformer.commands.common import load_model_from_args
 
-        model = load_model_from_args(args)
+        model: object = load_model_from_args(args)
         name = args.name or f"axl-{args.preset}-random"
     else:
-        raise UserError("no model given: pass --model DIR (a trained model) or --preset NAME (random weights)")
+        from multiscale_transformer.commands.common import model_path_from_args
+
+        path = model_path_from_args(args)
+        if not path.exists():
+            raise UserError(f"no such model: {path}")
+        model = path
+        name = args.name or path.resolve().stem
     set_threads(args.threads)
     settings = ServerSettings(
         name=name,
