@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-gguf": ("export_gguf", "the fine-scale path as a GGUF file for llama.cpp, Ollama and LM Studio"),
     "eval": ("eval", "bits per byte on held-out files next to compressors; generation probe"),
     "audit": ("audit", "check a model for future-byte leaks: PASS (exit 0) or FAIL (exit 1)"),
+    "card": ("card", "write a model card (README.md) for a model directory, every number measured"),
 }
 
 

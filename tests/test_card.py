@@ -1,0 +1,37 @@
+import json
+import shutil
+import sysconfig
+from pathlib import Path
+
+from multiscale_transformer.cli import main
+from multiscale_transformer.evaluation.bpb import evaluate_documents, validation_documents
+from multiscale_transformer.model.model import MultiScaleTransformer
+
+from .conftest import make_model
+
+
+def test_card_numbers_match_eval_and_audit(tmp_path: Path, capsys) -> None:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("bisect.py", "heapq.py", "keyword.py", "colorsys.py", "this.py", "stat.py", "glob.py"):
+        shutil.copy(stdlib / name, data / name)
+    model_dir = tmp_path / "model"
+    make_model("tiny").save_pretrained(model_dir)
+    assert main(["card", "--model", str(model_dir), "--data", str(data), "--quiet", "--threads", "2"]) == 0
+    card = (model_dir / "README.md").read_text()
+    numbers = json.loads((model_dir / "card.json").read_text())
+    docs = validation_documents([data])
+    expected = evaluate_documents(MultiScaleTransformer.from_pretrained(model_dir), docs)
+    assert abs(numbers["eval"]["bits_per_byte"] - expected.bits_per_byte) < 1e-9
+    assert f"**{expected.bits_per_byte:.3f}**" in card
+    assert "PASS" in card and numbers["audit"]["passed"]
+    assert "gzip -9, each file alone" in card
+    assert "No results.json" in card  # a model without training results says so instead of inventing them
+    assert '"audit": "PASS"' in capsys.readouterr().out
+
+
+def test_card_needs_a_directory(tmp_path: Path, capsys) -> None:
+    make_model("tiny").save_pretrained(tmp_path)
+    assert main(["card", "--model", str(tmp_path / "model.pt")]) == 2
+    assert "needs a model directory" in capsys.readouterr().err
