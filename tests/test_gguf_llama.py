@@ -1,0 +1,158 @@
+"""The exported GGUF run by llama.cpp itself (llama-cpp-python): vocabulary, logits, quantization cost.
+
+llama-cpp-python is a [test] dependency, so a missing install fails here loudly instead of skipping
+the only tests that prove the export works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from multiscale_transformer.commands.export_gguf import export
+from multiscale_transformer.export.runtime import (
+    bits_per_byte,
+    llama_logits,
+    load_llama,
+    log_softmax,
+    torch_bits_per_byte,
+    windows,
+)
+from multiscale_transformer.model.model import MultiScaleTransformer
+
+from .conftest import make_model
+
+try:
+    import llama_cpp  # noqa: F401
+except ImportError as exc:  # pragma: no cover - the [test] extra installs it
+    raise ImportError('llama.cpp tests need llama-cpp-python: pip install -e ".[test]"') from exc
+
+CTX = 128
+# Held out from training: other stdlib source, plus non-ASCII text so multi-byte UTF-8 is covered.
+UNICODE = "# naïve café, Größe, 日本語, emoji 🐍✓, tabs\tand\r\nCRLF, NUL-free ünïcödé\n"
+HELD_OUT = (UNICODE + Path(textwrap.__file__).read_text(encoding="utf-8") + UNICODE).encode()
+N_POSITIONS = 3200  # 25 windows of 128 bytes
+
+
+def _train_fine_path(model: MultiScaleTransformer, steps: int = 100) -> None:
+    """A quick AdamW run on the fine path so that its logits are far from flat and the checks have power."""
+    data = b"".join(Path(m.__file__).read_bytes() for m in (argparse, json.decoder, json.encoder, subprocess))
+    tokens = torch.tensor(list(data))
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        starts = torch.randint(0, len(tokens) - CTX - 1, (16,), generator=gen)
+        batch = torch.stack([tokens[s : s + CTX + 1] for s in starts.tolist()])  # (16, CTX + 1)
+        logits = model(batch[:, :-1], fine_only=True)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[MultiScaleTransformer, dict[str, Path]]:
+    torch.set_num_threads(2)
+    model = make_model("tiny", n_layers_per_scale=2, n_heads=4, d_ff=192, max_seq_len=CTX)
+    _train_fine_path(model)
+    out = tmp_path_factory.mktemp("gguf")
+    paths = {t: export(model, out, "tiny", t, threads=2) for t in ("f32", "f16", "q8_0", "q4_0", "q4_k_m")}
+    return model, paths
+
+
+@pytest.fixture(scope="module")
+def torch_logprobs(exported: tuple[MultiScaleTransformer, dict[str, Path]]) -> np.ndarray:
+    model, _ = exported
+    x = torch.tensor([w[:-1] for w in windows(HELD_OUT, CTX, N_POSITIONS)])  # (N, CTX)
+    with torch.no_grad():
+        return torch.log_softmax(model(x, fine_only=True).double(), dim=-1).numpy()  # (N, CTX, V)
+
+
+def _gguf_logprobs(path: Path) -> np.ndarray:
+    llm = load_llama(path, CTX, threads=2)
+    return np.stack([log_softmax(llama_logits(llm, w[:-1])) for w in windows(HELD_OUT, CTX, N_POSITIONS)])
+
+
+def test_llama_cpp_loads_the_file(exported: tuple[MultiScaleTransformer, dict[str, Path]]) -> None:
+    _, paths = exported
+    llm = load_llama(paths["f16"], CTX)
+    assert llm.n_vocab() == 258
+    assert (llm.token_bos(), llm.token_eos()) == (256, 257)
+    assert llm.metadata["llama.context_length"] == str(CTX)
+    assert llm.metadata["tokenizer.ggml.model"] == "gpt2"
+
+
+def test_text_tokenizes_to_our_bytes_and_back(exported: tuple[MultiScaleTransformer, dict[str, Path]]) -> None:
+    _, paths = exported
+    llm = load_llama(paths["q4_0"], CTX)
+    data = HELD_OUT + b"\x00\x7f ends with spaces   \n\n"
+    ids = llm.tokenize(data, add_bos=False, special=False)
+    assert ids == list(data)
+    assert llm.detokenize(ids) == data
+    # Special-token text is plain bytes unless special parsing is asked for.
+    assert llm.tokenize(b"<|eos|>", add_bos=False, special=False) == list(b"<|eos|>")
+    assert llm.tokenize(b"<|eos|>", add_bos=False, special=True) == [257]
+
+
+def test_model_is_trained_enough_for_the_checks(torch_logprobs: np.ndarray) -> None:
+    ws = windows(HELD_OUT, CTX, N_POSITIONS)
+    assert sum(len(w) - 1 for w in ws) >= 3000
+    assert bits_per_byte(list(torch_logprobs), ws) < 5.0  # uniform over 258 ids would be 8.01
+
+
+@pytest.mark.parametrize("outtype", ["f32", "f16"])
+def test_logits_match_our_fine_path(
+    exported: tuple[MultiScaleTransformer, dict[str, Path]], torch_logprobs: np.ndarray, outtype: str
+) -> None:
+    _, paths = exported
+    ours, theirs = torch_logprobs, _gguf_logprobs(paths[outtype])
+    targets = np.array([w[1:] for w in windows(HELD_OUT, CTX, N_POSITIONS)])  # (N, CTX)
+    top1 = (ours.argmax(-1) == theirs.argmax(-1)).mean()
+    delta = np.abs(np.take_along_axis(ours - theirs, targets[..., None], -1)).mean()
+    assert top1 >= 0.995, f"{outtype}: top-1 agreement {top1:.4f}"
+    assert delta < 0.01, f"{outtype}: mean |delta log-prob| {delta:.5f}"
+
+
+def test_quantization_costs(exported: tuple[MultiScaleTransformer, dict[str, Path]]) -> None:
+    model, paths = exported
+    ws = windows(HELD_OUT, CTX, N_POSITIONS)
+    bpb = {t: bits_per_byte(list(_gguf_logprobs(p)), ws) for t, p in paths.items()}
+    reference = torch_bits_per_byte(model, HELD_OUT, CTX, N_POSITIONS, fine_only=True)
+    print({t: round(v, 4) for t, v in bpb.items()}, "torch", round(reference, 4))
+    assert abs(bpb["f16"] / reference - 1) < 0.005
+    assert bpb["q8_0"] / bpb["f16"] - 1 < 0.01
+    assert bpb["q4_0"] / bpb["f16"] - 1 < 0.10
+    assert bpb["q4_k_m"] / bpb["f16"] - 1 < 0.10
+
+
+def test_cli_q4_k_m_with_measurement(tmp_path: Path, exported: tuple[MultiScaleTransformer, dict[str, Path]]) -> None:
+    model, _ = exported
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "held.py").write_bytes(HELD_OUT)
+    args = ["--model", str(tmp_path / "m"), "--outtype", "q4_k_m", "--out", str(tmp_path / "o"), "--name", "t"]
+    args += ["--eval-text", str(tmp_path / "held.py"), "--eval-bytes", "1024", "--threads", "2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "multiscale_transformer", "export-gguf", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    readme = (tmp_path / "o" / "README.md").read_text()
+    assert (tmp_path / "o" / "t-q4_k_m.gguf").is_file() and "t-q4_k_m.gguf" in readme
+    measured = re.search(r"\| this file in llama.cpp \(Q4_K_M\) \| (\d+\.\d+) \|", readme)
+    fine = re.search(r"\| fine-scale path alone [^|]* \| (\d+\.\d+) \|", readme)
+    assert measured and fine, readme
+    assert abs(float(measured[1]) / float(fine[1]) - 1) < 0.10
