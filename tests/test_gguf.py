@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from multiscale_transformer.errors import UserError
+from multiscale_transformer.export.card import Measurement, fine_path_warning
 from multiscale_transformer.export.gguf import fine_path_tensors, tensor_type, write_gguf
 from multiscale_transformer.export.modelfile import CHAT_TEMPLATE, check_modelfile, parse_modelfile, render_modelfile
 from multiscale_transformer.export.vocab import BOS_TEXT, CONTROL, EOS_TEXT, byte_to_unicode, byte_vocab
@@ -169,3 +170,9 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_readme_warns_when_the_fine_path_was_not_trained() -> None:
+    assert fine_path_warning(Measurement("t", full=2.0, fine=4.1, gguf=4.1)) is not None
+    assert fine_path_warning(Measurement("t", full=2.0, fine=2.1, gguf=2.1)) is None
+    assert fine_path_warning(Measurement("t", full=None, fine=4.1, gguf=None)) is None

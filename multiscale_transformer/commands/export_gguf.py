@@ -73,14 +73,15 @@ def run(args: argparse.Namespace) -> int:
     _write_companions(model, out, name, gguf_path, outtype, args.model, measurement)
     print(f"wrote {gguf_path} ({gguf_path.stat().st_size / 1e6:.2f} MB), {out / 'Modelfile'}, {out / 'README.md'}")
     if measurement is not None:
+        from multiscale_transformer.export.card import fine_path_warning
+
+        gguf = "not measured (llama-cpp-python missing)" if measurement.gguf is None else f"{measurement.gguf:.4f}"
         print(
-            f"bits per byte on {measurement.text}: full {measurement.full:.4f}, fine path {measurement.fine:.4f}, ",
-            end="",
+            f"bits per byte on {measurement.text}: full {measurement.full:.4f}, "
+            f"fine path {measurement.fine:.4f}, gguf {gguf}"
         )
-        print(
-            "gguf "
-            + ("not measured (llama-cpp-python missing)" if measurement.gguf is None else f"{measurement.gguf:.4f}")
-        )
+        if warning := fine_path_warning(measurement):
+            print(f"warning: {warning}")
     return 0
 
 

@@ -15,6 +15,17 @@ class Measurement:
     gguf: float | None
 
 
+def fine_path_warning(m: Measurement) -> str | None:
+    """A warning when the exported path is far worse than the full model, i.e. it was not trained as a model."""
+    if m.full is None or m.fine is None or m.fine <= 1.2 * m.full:
+        return None
+    return (
+        f"The fine path alone ({m.fine:.2f} bits per byte) is much worse than the full model ({m.full:.2f}): "
+        "it was not trained to work on its own. Train with a fine-path loss (`axl train --fine-loss-weight`) "
+        "before exporting."
+    )
+
+
 def render_readme(
     *,
     name: str,
@@ -43,6 +54,8 @@ def render_readme(
         if measurement is not None
         else "Not measured at export time (pass `--eval-text FILE` to `axl export-gguf`)."
     )
+    if measurement is not None and (warning := fine_path_warning(measurement)):
+        quality += f"\n\n**{warning}**"
     return f"""# {name} ({outtype.upper()} GGUF)
 
 `{gguf_name}`, {size_bytes / 1e6:.2f} MB, exported from `{source}` by `axl export-gguf`.
