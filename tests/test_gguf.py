@@ -120,7 +120,7 @@ def test_modelfile_is_well_formed(tmp_path: Path) -> None:
     parsed = check_modelfile(tmp_path / "Modelfile")
     assert parsed.from_ == "./m-q4_0.gguf"
     assert parsed.template == CHAT_TEMPLATE
-    assert parsed.parameters == {"temperature": [0.8], "top_k": [40], "num_ctx": [256], "stop": [EOS_TEXT]}
+    assert parsed.parameters == {"temperature": [0.8], "top_k": [40], "num_ctx": [256], "stop": [EOS_TEXT, "User:"]}
     (tmp_path / "m-q4_0.gguf").unlink()
     with pytest.raises(UserError, match="does not exist"):
         check_modelfile(tmp_path / "Modelfile")

@@ -32,15 +32,21 @@ PARAMETER_TYPES: dict[str, type] = {
 }
 
 
+# The server stops a chat reply at "\nUser:"; "User:" says the same without relying on escapes in Modelfile strings.
+CHAT_STOP = "User:"
+
+
 def render_modelfile(gguf_name: str, num_ctx: int, stop: str, sampling: dict[str, float | int]) -> str:
-    """Modelfile text: FROM the file next to it, the chat template, sampling defaults, context, stop."""
+    """Modelfile text: FROM the file next to it, the chat template, sampling defaults, context, stops
+    (the EOS token's text and the start of a next user turn)."""
     lines = [
         "# Ollama: ollama create NAME -f Modelfile  (run in this directory), then ollama run NAME",
         f"FROM ./{gguf_name}",
         f'TEMPLATE """{CHAT_TEMPLATE}"""',
     ]
     lines += [f"PARAMETER {key} {value}" for key, value in sampling.items()]
-    lines += [f"PARAMETER num_ctx {num_ctx}", f"PARAMETER stop {json.dumps(stop)}"]
+    lines += [f"PARAMETER num_ctx {num_ctx}"]
+    lines += [f"PARAMETER stop {json.dumps(text)}" for text in (stop, CHAT_STOP)]
     return "\n".join(lines) + "\n"
 
 
