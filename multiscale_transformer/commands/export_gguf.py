@@ -8,7 +8,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multiscale_transformer.commands.common import add_threads_argument, positive_int, set_threads
+from multiscale_transformer.commands.common import (
+    add_threads_argument,
+    model_path_from_args,
+    positive_int,
+    set_threads,
+)
 from multiscale_transformer.errors import UserError
 
 if TYPE_CHECKING:
@@ -19,7 +24,7 @@ OUTTYPES = ("f32", "f16", "q8_0", "q4_0", "q4_k_m")  # same as export.gguf.OUTTY
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model directory or .pt checkpoint")
+    p.add_argument("--model", help="model directory or .pt checkpoint (default: the bundled model)")
     p.add_argument("--outtype", default="f16", help=f"one of {', '.join(OUTTYPES)} (default f16)")
     p.add_argument("--out", default=".", help="output directory (default: current directory)")
     p.add_argument("--name", default=None, help="model name (default: the model directory's name)")
@@ -57,20 +62,21 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     from multiscale_transformer.model.model import MultiScaleTransformer
 
-    model = MultiScaleTransformer.from_pretrained(args.model).eval()
+    model_path = model_path_from_args(args)
+    model = MultiScaleTransformer.from_pretrained(model_path).eval()
     check_exportable(model.config)
     if outtype == "q4_k_m":
         from multiscale_transformer.export.runtime import import_llama_cpp
 
         import_llama_cpp("Q4_K_M export")
     out = _output_dir(args.out)
-    name = args.name or _default_name(args.model)
+    name = args.name or _default_name(str(model_path))
     gguf_path = export(model, out, name, outtype, args.threads or os.cpu_count() or 1)
 
     measurement = None
     if args.eval_text:
         measurement = _measure(model, gguf_path, Path(args.eval_text), args.eval_bytes, args.threads or 1)
-    _write_companions(model, out, name, gguf_path, outtype, args.model, measurement)
+    _write_companions(model, out, name, gguf_path, outtype, str(model_path), measurement)
     print(f"wrote {gguf_path} ({gguf_path.stat().st_size / 1e6:.2f} MB), {out / 'Modelfile'}, {out / 'README.md'}")
     if measurement is not None:
         from multiscale_transformer.export.card import fine_path_warning

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from pathlib import Path
 
@@ -122,10 +121,6 @@ def _device(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    # OpenMP threads that spin while waiting for a descheduled sibling make training up to 10x slower
-    # on a busy machine (measured: tiny, 2 threads, load 8: 974 B/s spinning, 6,156 B/s passive).
-    # Read once when torch loads, so set it before the first torch import; an explicit value wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from multiscale_transformer.training.distributed import launched_by_torchrun
     from multiscale_transformer.training.trainer import Trainer, TrainSettings
 
