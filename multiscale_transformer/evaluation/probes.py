@@ -4,7 +4,8 @@ A completion ends where the function does: at the first non-blank line that star
 body dedented back to the header's level) or at EOS; that line is not part of the function. A function
 "parses" when header + body is accepted by `ast.parse`. A completion that reaches the byte limit
 before the function ends is parsed as it stands (usually cut mid-statement, so it fails) and counted
-as unfinished. All prompts run as one batch through the shared generation iterator (`stream`).
+as unfinished. Each header is the start of a file (prompt `EOS header`, as the evaluator scores file
+starts). All prompts run as one batch through the shared generation iterator (`stream`).
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def run_probe(
     headers: tuple[str, ...] = HEADERS,
 ) -> ProbeResult:
     params = MODES[mode]
-    prompts = [list(h.encode("utf-8")) for h in headers]
+    # Each header starts a file, after EOS, as training saw file starts: without that marker a small
+    # model has never seen a window that opens exactly on "def" and tends to emit runs of indentation.
+    prompts = [[EOS_ID, *h.encode("utf-8")] for h in headers]
     outs = [bytearray() for _ in headers]
     ends: list[int | None] = [None] * len(headers)
     generator = torch.Generator().manual_seed(seed)
