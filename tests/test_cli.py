@@ -32,7 +32,6 @@ def test_generate_from_saved_model(tmp_path) -> None:
         (["generate", "--model", "/does/not/exist", "x"], "no such model"),
         (["generate", "--preset", "tiny", ""], "prompt is empty"),
         (["generate", "--preset", "tiny", "--top-p", "2", "x"], "top_p"),
-        (["generate", "x"], "no model given"),
     ],
 )
 def test_user_errors_are_one_line(args: list[str], message: str) -> None:

@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -24,14 +26,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_axl_serve_runs_and_answers(tmp_path: Path) -> None:
-    model_dir = make_model("tiny").save_pretrained(tmp_path / "my-model")
-    template = tmp_path / "template.json"
-    template.write_text(json.dumps({"user": "Q: {content}\n", "generation_prompt": "A: ", "stop": ["\nQ:"]}))
+@contextmanager
+def running_serve(args: list[str], env: dict[str, str] | None = None) -> Iterator[str]:
+    """`axl serve ARGS` as a subprocess on a free port; yields its base URL once /health says 200."""
     port = free_port()
-    cmd = [sys.executable, "-m", "multiscale_transformer", "serve", "--model", str(model_dir), "--port", str(port)]
-    cmd += ["--threads", "1", "--chat-template", str(template), "--log-level", "warning"]
-    env = {**os.environ, "AXL_API_KEY": "secret"}
+    cmd = [sys.executable, "-m", "multiscale_transformer", "serve", "--port", str(port), *args]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -45,6 +44,18 @@ def test_axl_serve_runs_and_answers(tmp_path: Path) -> None:
                 pass
             assert time.monotonic() < deadline, "axl serve did not become ready"
             time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_axl_serve_runs_and_answers(tmp_path: Path) -> None:
+    model_dir = make_model("tiny").save_pretrained(tmp_path / "my-model")
+    template = tmp_path / "template.json"
+    template.write_text(json.dumps({"user": "Q: {content}\n", "generation_prompt": "A: ", "stop": ["\nQ:"]}))
+    args = ["--model", str(model_dir), "--threads", "1", "--chat-template", str(template), "--log-level", "warning"]
+    with running_serve(args, env={**os.environ, "AXL_API_KEY": "secret"}) as base:
         headers = {"Authorization": "Bearer secret"}
         models = httpx.get(f"{base}/v1/models", headers=headers).json()
         assert models["data"][0]["id"] == "my-model"
@@ -55,15 +66,11 @@ def test_axl_serve_runs_and_answers(tmp_path: Path) -> None:
         )
         assert chat.status_code == 200 and chat.json()["usage"]["prompt_tokens"] == len("Q: hi\nA: ")
         assert httpx.get(f"{base}/v1/models").status_code == 401
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["serve"], "no model given"),
         (["serve", "--model", "/no/such/model"], "no such model"),
         (["serve", "--preset", "tiny", "--port", "70000"], "--port"),
         (["serve", "--preset", "tiny", "--chat-template", "/no/such.json"], "chat template"),

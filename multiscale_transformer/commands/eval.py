@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 from multiscale_transformer.commands.common import (
     add_model_arguments,
     add_threads_argument,
+    fraction,
     load_model_from_args,
     positive_int,
     set_threads,
 )
-from multiscale_transformer.commands.train import fraction
 from multiscale_transformer.errors import UserError
 
 if TYPE_CHECKING:

@@ -7,7 +7,13 @@ import json
 import re
 from pathlib import Path
 
-from multiscale_transformer.commands.common import default_threads, non_negative_float, non_negative_int, positive_int
+from multiscale_transformer.commands.common import (
+    default_threads,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
 from multiscale_transformer.errors import UserError
 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
@@ -23,16 +29,6 @@ def duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive duration, got {text!r}")
     return seconds
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -33,7 +33,7 @@ def measure_card(
     fine = evaluate_documents(model, docs, fine_only=True, progress=progress)
     results_path = model_dir / "results.json"
     training = json.loads(results_path.read_text()) if results_path.exists() else None
-    ggufs = sorted(gguf_dir.glob("*.gguf")) if gguf_dir else []
+    ggufs = sorted(gguf_dir.rglob("*.gguf")) if gguf_dir else []
     return {
         "name": model_dir.resolve().name,
         "parameters": model.num_parameters(),
