@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from multiscale_transformer.errors import UserError
-from multiscale_transformer.generation.generate import TextStream, _held_back
+from multiscale_transformer.generation.generate import TextStream, held_back, stream, with_file_start
 from multiscale_transformer.generation.sampling import SamplingParams
 
 from .conftest import make_model
@@ -57,5 +57,22 @@ def test_stop_sequences_are_never_emitted() -> None:
 
 
 def test_held_back_tail() -> None:
-    assert _held_back(bytearray(b"abc\n\nd"), [b"\n\nde"]) == 3
-    assert _held_back(bytearray(b"abc"), [b"xyz"]) == 0
+    assert held_back(bytearray(b"abc\n\nd"), [b"\n\nde"]) == 3
+    assert held_back(bytearray(b"abc"), [b"xyz"]) == 0
+
+
+def test_a_prompt_is_read_as_the_start_of_a_file() -> None:
+    model = make_model("tiny")
+    prompt = list(b"def f():")
+
+    def logprobs(ids: list[int]) -> torch.Tensor:
+        logits = model(torch.tensor([ids]))[0, -1]
+        logits[256] = float("-inf")  # BOS is never sampled
+        return torch.log_softmax(logits, -1)
+
+    first = next(stream(model, [prompt], 1, GREEDY)).logprobs[0]
+    torch.testing.assert_close(first, logprobs([257, *prompt]), rtol=0, atol=1e-5)
+    bare = next(stream(model, [prompt], 1, GREEDY, file_start=False)).logprobs[0]
+    torch.testing.assert_close(bare, logprobs(prompt), rtol=0, atol=1e-5)
+    assert with_file_start([257, 1], 128) == [257, 1]  # already marked
+    assert with_file_start(list(range(128)), 128) == list(range(128))  # fills the context: a file's middle

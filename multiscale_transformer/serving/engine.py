@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from multiscale_transformer.generation.generate import _find_stop, _held_back, new_decoder
+from multiscale_transformer.generation.generate import find_stop, held_back, new_decoder, with_file_start
 from multiscale_transformer.generation.sampling import SamplingParams, sample_next
 from multiscale_transformer.training.tokenizer import BOS_ID, EOS_ID
 
@@ -207,7 +207,9 @@ class Engine:
         if not started:
             return
         try:
-            logits = self.decoder.prefill_rows([r for r, _ in started], [j.spec.prompt for _, j in started])
+            window = self.model.config.max_seq_len
+            prompts = [with_file_start(j.spec.prompt, window) for _, j in started]  # as `stream` reads them
+            logits = self.decoder.prefill_rows([r for r, _ in started], prompts)
         except Exception as exc:
             for row, job in started:
                 self._release(row)
@@ -275,7 +277,7 @@ class Engine:
             self._finish(job, "stop")
             return False
         job.out.append(token)
-        cut = _find_stop(job.out, job.spec.stop, job.emitted)
+        cut = find_stop(job.out, job.spec.stop, job.emitted)
         if cut is not None:
             self._emit(job, cut)
             self._finish(job, "stop")
@@ -285,7 +287,7 @@ class Engine:
             self._finish(job, "length")
             return False
         # Bytes that could begin a stop sequence wait until they cannot.
-        self._emit(job, len(job.out) - _held_back(job.out, job.spec.stop))
+        self._emit(job, len(job.out) - held_back(job.out, job.spec.stop))
         return True
 
     def _emit(self, job: Job, end: int) -> None:
