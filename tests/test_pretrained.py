@@ -1,0 +1,54 @@
+"""The model bundled in the package: present, causal, and used when no --model is given."""
+
+import argparse
+import subprocess
+import sys
+
+import httpx
+import pytest
+import torch
+from safetensors import safe_open
+
+from multiscale_transformer.commands.common import model_path_from_args
+from multiscale_transformer.errors import UserError
+from multiscale_transformer.evaluation.causality import perturbation_leak
+from multiscale_transformer.model.config import ModelConfig
+from multiscale_transformer.model.model import MultiScaleTransformer
+from multiscale_transformer.pretrained import bundled_model_dir
+
+from .test_serve_cli import running_serve
+
+
+def test_bundled_model_is_installed_causal_and_loads_as_float32() -> None:
+    path = bundled_model_dir()
+    assert path is not None, "the bundled weights are missing from the package"
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("tok_emb.weight").dtype == torch.float16  # stored in 16 bits
+    model = MultiScaleTransformer.from_pretrained(path)
+    assert model.config == ModelConfig.from_name("mini")
+    assert model.tok_emb.weight.dtype == torch.float32
+    with torch.no_grad():
+        assert perturbation_leak(model, 258, [5, 64, 256], cuts_per_length=3).magnitude == 0.0
+    assert (path / "README.md").exists() and (path / "results.json").exists()
+
+
+def test_missing_bundle_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("multiscale_transformer.pretrained.bundled_model_dir", lambda: None)
+    with pytest.raises(UserError, match="no bundled model"):
+        model_path_from_args(argparse.Namespace(model=None))
+
+
+def test_generate_needs_no_model_flag() -> None:
+    cmd = [sys.executable, "-m", "multiscale_transformer", "generate", "--max-new-tokens", "48", "--seed", "0"]
+    result = subprocess.run([*cmd, "def fibonacci(n):"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("def fibonacci(n):") and len(result.stdout) > len("def fibonacci(n):") + 10
+
+
+def test_serve_needs_no_model_flag() -> None:
+    with running_serve(["--threads", "1"]) as base:
+        body = {"prompt": "def add(a, b):", "max_tokens": 24, "temperature": 0}
+        response = httpx.post(f"{base}/v1/completions", json=body, timeout=60)
+        assert response.status_code == 200
+        assert response.json()["choices"][0]["text"]
+        assert response.json()["model"] == "axl-mini"
