@@ -156,7 +156,8 @@ class CachedDecoder(nn.Module):
             rope = self._row_rope(j)
             mask = self._mask(torch.arange(int(j.max()) + 1, device=device)[None] <= j[:, None])
             for block, kv in zip(model.stacks[s], self.self_caches[s], strict=True):
-                h = block(h, rope, cache=CacheView(kv, rows[sub], j[:, None], int(j.max()) + 1), mask=mask)
+                view = CacheView(kv, rows[sub], j[:, None], int(j.max()) + 1)
+                h = block(h, rope, cache=view, mask=mask, causal=False)
             new[s] = (sub, h)
         for layer, caches in zip(model.cross, self.cross_caches, strict=True):
             snapshot = dict(new)
@@ -202,11 +203,12 @@ class CachedDecoder(nn.Module):
         """Final state h (R, d) of the new latest token of scale s, upsampled once to its k byte slots."""
         self.slots[s][rows] = self.model.up[s].proj(h).unflatten(-1, (self.factors[s], -1))  # (R, k, d)
 
-    def _row_rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-row rotary tables (R, 1, 1, hd/2) that broadcast over heads."""
-        cos, sin = self.model.rope(positions)
-        return cos[:, None, None], sin[:, None, None]
+    def _row_rope(self, positions: torch.Tensor) -> torch.Tensor:
+        """Per-row rotations (R, 1, 1, hd/2) that broadcast over heads."""
+        return self.model.rope(positions)[:, None, None]
 
     @staticmethod
-    def _mask(valid: torch.Tensor) -> torch.Tensor:
-        return valid[:, None, None]  # (R, 1, 1, L): one query per row
+    def _mask(valid: torch.Tensor) -> torch.Tensor | None:
+        """(R, 1, 1, L) attention mask, one query per row; None when every key is valid (one row, whose
+        read length is its own), which takes SDPA's faster unmasked path."""
+        return None if valid.shape[0] == 1 else valid[:, None, None]

@@ -20,10 +20,15 @@ BOS_ID, EOS_ID = 256, 257
 
 @dataclass(frozen=True)
 class Step:
-    """One generation step: the sampled ids (B,) and the model's log-probabilities (B, V) they came from."""
+    """One generation step: the sampled ids (B,) and the model's logits (B, V) they came from."""
 
     ids: torch.Tensor
-    logprobs: torch.Tensor
+    logits: torch.Tensor
+
+    @property
+    def logprobs(self) -> torch.Tensor:
+        """Log-probabilities (B, V); computed on demand, since most callers only want the ids."""
+        return torch.log_softmax(self.logits, dim=-1)
 
 
 def new_decoder(model: MultiScaleTransformer, batch_size: int, cached: bool = True) -> Decoder:
@@ -83,7 +88,7 @@ def stream(
             logits[:, BOS_ID] = float("-inf")
             next_ids = sample_next(logits, history, params, generator)
             history = torch.cat([history, next_ids[:, None]], dim=1)
-            yield Step(next_ids, torch.log_softmax(logits, dim=-1))
+            yield Step(next_ids, logits)
             if i + 1 < max_new_tokens:
                 logits = decoder.step(next_ids, active)
 

@@ -32,21 +32,23 @@ class Attention(nn.Module):
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2)  # (B, H, T, hd)
 
-    def project_kv(self, src: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotated keys and values of `src`, each (B, H, S, hd): what a KV cache stores."""
-        return apply_rope(self.heads(self.wk(src)), cos, sin), self.heads(self.wv(src))
+    def project_kv(self, src: torch.Tensor, rotation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotated keys and values of `src`, each (B, H, S, hd): what a KV cache stores.
+
+        rotation is (S, hd/2) for shared positions or (B, 1, S, hd/2) for per-row positions.
+        """
+        return apply_rope(self.heads(self.wk(src)), rotation), self.heads(self.wv(src))
 
     def attend(
         self,
         x: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
+        rotation: torch.Tensor,
         mask: torch.Tensor | None = None,
         causal: bool = False,
     ) -> torch.Tensor:
-        q = apply_rope(self.heads(self.wq(x)), cos, sin)  # (B, H, T, hd)
+        q = apply_rope(self.heads(self.wq(x)), rotation)  # (B, H, T, hd)
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -62,13 +64,13 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,
         src: torch.Tensor,
-        rope_q: tuple[torch.Tensor, torch.Tensor],
-        rope_k: tuple[torch.Tensor, torch.Tensor],
+        rope_q: torch.Tensor,
+        rope_k: torch.Tensor,
         mask: torch.Tensor | None = None,
         causal: bool = False,
         cache: CacheView | None = None,
     ) -> torch.Tensor:
-        k, v = self.project_kv(src, *rope_k)
+        k, v = self.project_kv(src, rope_k)
         if cache is not None:
             k, v = cache.update(k, v)  # (R, H, length, hd): everything this row has seen
-        return self.attend(x, k, v, *rope_q, mask=mask, causal=causal)
+        return self.attend(x, k, v, rope_q, mask=mask, causal=causal)

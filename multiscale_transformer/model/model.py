@@ -19,7 +19,7 @@ from multiscale_transformer.model.scales import Downsample, Upsample, cross_mask
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-Rope = tuple[torch.Tensor, torch.Tensor]
+Rope = torch.Tensor  # complex rotations (T, hd/2), see layers.apply_rope
 
 
 class Block(nn.Module):
@@ -33,10 +33,17 @@ class Block(nn.Module):
         self.ffn = SwiGLU(cfg.d_model, cfg.d_ff, cfg.bias, cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, rope: Rope, cache: CacheView | None = None, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        rope: Rope,
+        cache: CacheView | None = None,
+        mask: torch.Tensor | None = None,
+        causal: bool = True,
     ) -> torch.Tensor:
+        """causal: square causal attention (training, prefill); the decoder passes False and a mask
+        (or None when every cached key is visible)."""
         h = self.attn_norm(x)
-        x = x + self.attn(h, h, rope, rope, mask=mask, causal=mask is None, cache=cache)
+        x = x + self.attn(h, h, rope, rope, mask=mask, causal=causal, cache=cache)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -58,12 +65,12 @@ class CrossBlock(nn.Module):
 
     def source_kv(self, src: torch.Tensor, rope_k: Rope) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the source scale's tokens: what the decoder caches per directed pair."""
-        return self.attn.project_kv(self.source_norm(src), *rope_k)
+        return self.attn.project_kv(self.source_norm(src), rope_k)
 
     def attend(
         self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope_q: Rope, mask: torch.Tensor
     ) -> torch.Tensor:
-        x = x + self.attn.attend(self.query_norm(x), k, v, *rope_q, mask=mask)
+        x = x + self.attn.attend(self.query_norm(x), k, v, rope_q, mask=mask)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -91,9 +98,8 @@ class MultiScaleTransformer(nn.Module):
         self.up = nn.ModuleList(nn.Identity() if k == 1 else Upsample(cfg.d_model, k, cfg.bias) for k in factors)
         self.fusion = nn.Linear(cfg.n_scales * cfg.d_model, cfg.n_scales, bias=cfg.bias) if cfg.n_scales > 1 else None
         self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
-        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        rotation = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_rotation", rotation, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -117,7 +123,7 @@ class MultiScaleTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def rope(self, positions: torch.Tensor) -> Rope:
-        return self.rope_cos[positions], self.rope_sin[positions]
+        return self.rope_rotation[positions]
 
     def _check_input(self, idx: torch.Tensor) -> None:
         if idx.dim() != 2:
