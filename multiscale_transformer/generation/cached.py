@@ -59,7 +59,7 @@ class CachedDecoder(nn.Module):
         )
         self.register_buffer("emb", torch.zeros(batch, max_len, cfg.d_model, device=device), persistent=False)
         # Upsampled slots (B, k, d) of each coarser scale's latest token: computed once per token.
-        self.slots = [torch.zeros(batch, k, cfg.d_model, device=device) for k in factors]
+        self.slots = {s: torch.zeros(batch, k, cfg.d_model, device=device) for s, k in enumerate(factors) if k > 1}
         self.lengths = [0] * batch
         self.ids: list[list[int]] = [[] for _ in range(batch)]
 
@@ -68,7 +68,7 @@ class CachedDecoder(nn.Module):
             if isinstance(module, KVCache):
                 module.clear()
         self.emb.zero_()
-        for slots in self.slots:
+        for slots in self.slots.values():
             slots.zero_()
         self.lengths = [0] * self.batch_size
         self.ids = [[] for _ in range(self.batch_size)]

@@ -64,10 +64,3 @@ class Upsample(nn.Module):
     def forward(self, h: torch.Tensor, n_bytes: int) -> torch.Tensor:
         B, n, d = h.shape
         return self.proj(h).reshape(B, n * self.k, d)[:, :n_bytes]  # (B, T, d)
-
-    def slot(self, h: torch.Tensor, r: int) -> torch.Tensor:
-        """Slot r of the token(s) h (B, 1, d): the vector that byte j*k + r reads."""
-        d = h.shape[-1]
-        weight = self.proj.weight[r * d : (r + 1) * d]
-        bias = None if self.proj.bias is None else self.proj.bias[r * d : (r + 1) * d]
-        return F.linear(h, weight, bias)
