@@ -146,3 +146,26 @@ def test_duration(text: str, seconds: float) -> None:
     from multiscale_transformer.commands.train import duration
 
     assert duration(text) == seconds
+
+
+def test_init_from_starts_at_the_models_weights(src: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    assert axl_train(src, first, "--max-steps", "3").returncode == 0
+    base = MultiScaleTransformer.from_pretrained(first)
+
+    args = train_args(src, tmp_path / "tuned", "--max-steps", "1", "--lr", "1e-12")
+    for flag in ("--preset", "--context"):  # the config comes from the model
+        i = args.index(flag)
+        del args[i : i + 2]
+    run = lambda *extra: subprocess.run([*args, *extra], capture_output=True, text=True, timeout=300, env=ENV)  # noqa: E731
+    done = run("--init-from", str(first), "--seed", "9")
+    assert done.returncode == 0, done.stderr
+    tuned = MultiScaleTransformer.from_pretrained(tmp_path / "tuned")
+    assert tuned.config == base.config
+    for (name, a), b in zip(base.state_dict().items(), tuned.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name  # one step at lr 1e-12 moves nothing visible
+
+    both = run("--init-from", str(first), "--preset", "tiny")
+    assert both.returncode == 2 and "--init-from" in both.stderr and "Traceback" not in both.stderr
+    missing = run("--init-from", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "no such model" in missing.stderr and "Traceback" not in missing.stderr

@@ -34,9 +34,15 @@ def duration(text: str) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory (model, metrics, checkpoints)")
     m = p.add_argument_group("model")
-    m.add_argument("--preset", default="tiny", help="model preset (default tiny; see axl info --preset NAME)")
+    m.add_argument("--preset", help="model preset (default tiny; see axl info --preset NAME)")
     m.add_argument("--config", help="JSON object or file of config fields overriding the preset")
     m.add_argument("--context", type=positive_int, help="max_seq_len: bytes of context per training window")
+    m.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="MODEL",
+        help="start from this model's weights and config (fine-tuning; fresh optimizer and schedule)",
+    )
     d = p.add_argument_group("data")
     d.add_argument(
         "--data", nargs="+", type=Path, help="directories, files, .jsonl (content/text), .txt (default: stdlib)"
@@ -82,6 +88,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace) -> object:
     from multiscale_transformer.model.config import ModelConfig
 
+    if args.init_from is not None:
+        if args.preset or args.config or args.context:
+            raise UserError("--init-from takes the model's own config; drop --preset, --config and --context")
+        from multiscale_transformer.model.io import load_model
+
+        return load_model(args.init_from).config  # fails here, with one line, on a bad model path
     overrides: dict = {}
     if args.config:
         text = args.config
@@ -101,7 +113,7 @@ def _config(args: argparse.Namespace) -> object:
     if args.context:
         overrides["max_seq_len"] = args.context
     try:
-        return ModelConfig.from_name(args.preset, **overrides)
+        return ModelConfig.from_name(args.preset or "tiny", **overrides)
     except TypeError as exc:
         raise UserError(f"--config: {exc}") from None
 
@@ -134,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     settings = TrainSettings(
         out=args.out,
         config=config,
-        model_name=f"AXL-{args.preset}",
+        model_name=f"AXL-{args.preset or ('custom' if args.init_from else 'tiny')}",
         data=args.data,
         glob=args.glob,
         cache_dir=args.cache_dir,
@@ -160,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         compile=args.compile,
         resume=args.resume,
+        init_from=args.init_from,
         quiet=args.quiet,
     )
     Trainer(settings).run()

@@ -20,6 +20,7 @@ from torch import nn
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.config import ModelConfig
+from multiscale_transformer.model.io import load_model
 from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.training import checkpoint as ckpt_io
 from multiscale_transformer.training import distributed as dist_io
@@ -61,6 +62,7 @@ class TrainSettings:
     device: str = "cpu"
     compile: bool = False
     resume: bool = False
+    init_from: Path | None = None  # model whose weights a fresh (not resumed) run starts from
     quiet: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -70,6 +72,7 @@ class TrainSettings:
         d["config"] = self.config.to_dict()
         d["data"] = [str(p) for p in self.data] if self.data else None
         d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
+        d["init_from"] = str(self.init_from) if self.init_from else None
         return d
 
 
@@ -179,7 +182,10 @@ class Trainer:
         sample_batch(self.corpus.train, 1, T, batch_rng(s.seed, 0, 0, 0))  # fails now if the split is too short
 
         torch.manual_seed(s.seed)
-        self.model = MultiScaleTransformer(s.config).to(self.device).train()
+        self.model = MultiScaleTransformer(s.config)
+        if s.init_from is not None and self.resume_state is None:  # a resumed run has its own weights
+            self.model.load_state_dict(load_model(s.init_from).state_dict())
+        self.model = self.model.to(self.device).train()
         self.optimizer = build_optimizer(self.model, s.optimizer, s.lr, s.weight_decay)
         self.base_lr = self.optimizer.param_groups[0]["lr"]
         loss_module: nn.Module = LossModule(self.model, s.fine_loss_weight)
