@@ -16,7 +16,7 @@ the full forward pass gives on that same window. `FullDecoder` follows the same 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -137,27 +137,30 @@ class CachedDecoder(nn.Module):
                 incremental.append(row)
         if incremental:
             rows = torch.tensor(incremental, device=self.emb.device)
-            out[rows] = self._step_rows(rows, next_ids.to(self.emb.device)[rows])
+            out[rows] = self._step_rows(incremental, next_ids.to(self.emb.device)[rows])
         return out
 
-    def _step_rows(self, rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    def _step_rows(self, row_list: list[int], ids: torch.Tensor) -> torch.Tensor:
+        """Append byte ids (R,) to rows row_list: logits (R, V). Which rows form a token at which scale,
+        and where, is Python-int bookkeeping; a lone row takes slice copies and unmasked attention."""
         model, device = self.model, self.emb.device
-        t = torch.tensor([self.lengths[r] for r in rows.tolist()], device=device)  # (R,) new byte positions
+        t_list = [self.lengths[r] for r in row_list]  # the new bytes' positions
+        rows, t = torch.tensor(row_list, device=device), torch.tensor(t_list, device=device)
         x = model.tok_emb(ids)[:, None]  # (R, 1, d)
         self.emb[rows, t] = x[:, 0]
-        # new[s] = (indices into rows that formed a token of scale s now, their states (R_s, 1, d))
-        new: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # new[s] = (indices into row_list that formed a token of scale s now, their states (R_s, 1, d))
+        new: dict[int, tuple[list[int], torch.Tensor]] = {}
         for s, k in enumerate(self.factors):
-            sub = torch.arange(len(rows), device=device) if k == 1 else (t % k == 0).nonzero().flatten()
-            if sub.numel() == 0:
+            sub = [i for i, pos in enumerate(t_list) if pos % k == 0]
+            if not sub:
                 continue
-            h = x[sub] if k == 1 else self._pool(s, rows[sub], t[sub])
-            j = t[sub] // k  # token index = its position in this scale's stack
-            rope = self._row_rope(j)
-            mask = self._mask(torch.arange(int(j.max()) + 1, device=device)[None] <= j[:, None])
+            pick = self._picker(sub, len(row_list))
+            h = pick(x) if k == 1 else self._pool(s, pick(rows), pick(t))
+            j = [t_list[i] // k for i in sub]  # token index = its position in this scale's stack
+            rope, mask = self._row_rope(j), self._mask([i + 1 for i in j])
+            sub_rows = [row_list[i] for i in sub]
             for block, kv in zip(model.stacks[s], self.self_caches[s], strict=True):
-                view = CacheView(kv, rows[sub], j[:, None], int(j.max()) + 1)
-                h = block(h, rope, cache=view, mask=mask, causal=False)
+                h = block(h, rope, cache=self._view(kv, sub_rows, j, max(j) + 1), mask=mask, causal=False)
             new[s] = (sub, h)
         for layer, caches in zip(model.cross, self.cross_caches, strict=True):
             snapshot = dict(new)
@@ -165,23 +168,38 @@ class CachedDecoder(nn.Module):
                 k_s = self.factors[s]
                 if s in snapshot:  # this step's source tokens join the pair's cache
                     sub_s, src = snapshot[s]
-                    j_s = t[sub_s] // k_s
-                    rows_s = rows[sub_s]
-                    CacheView(kv, rows_s, j_s[:, None], 0).write(*block.source_kv(src, self._row_rope(j_s * k_s)))
+                    j_s = [t_list[i] // k_s for i in sub_s]
+                    keys = block.source_kv(src, self._row_rope([j * k_s for j in j_s]))
+                    self._view(kv, [row_list[i] for i in sub_s], j_s, 0).write(*keys)
                 if tgt not in new:
                     continue
                 sub_t, h = new[tgt]
-                count = t[sub_t] // k_s + 1  # source tokens so far; all end at or before the new byte
-                length = int(count.max())
-                k_, v_ = CacheView(kv, rows[sub_t], count[:, None] - 1, length).read()
-                mask = self._mask(torch.arange(length, device=device)[None] < count[:, None])
-                new[tgt] = (sub_t, block.attend(h, k_, v_, self._row_rope(t[sub_t]), mask))
+                count = [t_list[i] // k_s + 1 for i in sub_t]  # source tokens so far, all ending by now
+                view = self._view(kv, [row_list[i] for i in sub_t], [c - 1 for c in count], max(count))
+                rope_q = self._row_rope([t_list[i] for i in sub_t])
+                new[tgt] = (sub_t, block.attend(h, *view.read(), rope_q, self._mask(count)))
         for s, (sub, h) in new.items():
             if s > 0:
-                self._store_slots(s, rows[sub], h[:, 0])
-        for r in rows.tolist():
+                self._store_slots(s, self._picker(sub, len(row_list))(rows), h[:, 0])
+        for r in row_list:
             self.lengths[r] += 1
         return self._logits(rows, t, new[0][1][:, 0])
+
+    @staticmethod
+    def _picker(sub: list[int], n: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Selects entries `sub` of a per-row tensor's first dimension; no copy when that is all n."""
+        if len(sub) == n:
+            return lambda a: a
+        index = torch.tensor(sub)
+        return lambda a: a[index.to(a.device)]
+
+    @staticmethod
+    def _view(kv: KVCache, rows: list[int], pos: list[int], length: int) -> CacheView:
+        """Where rows write one new key each (at pos) and how many keys they read back."""
+        if len(rows) == 1:
+            return CacheView.one(kv, rows[0], pos[0], length)
+        device = kv.k.device
+        return CacheView(kv, torch.tensor(rows, device=device), torch.tensor(pos, device=device)[:, None], length)
 
     def _pool(self, s: int, rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Token of scale s ending at byte t for each row: the k embeddings t-k+1..t, zeros before 0."""
@@ -203,12 +221,17 @@ class CachedDecoder(nn.Module):
         """Final state h (R, d) of the new latest token of scale s, upsampled once to its k byte slots."""
         self.slots[s][rows] = self.model.up[s].proj(h).unflatten(-1, (self.factors[s], -1))  # (R, k, d)
 
-    def _row_rope(self, positions: torch.Tensor) -> torch.Tensor:
+    def _row_rope(self, positions: list[int]) -> torch.Tensor:
         """Per-row rotations (R, 1, 1, hd/2) that broadcast over heads."""
-        return self.model.rope(positions)[:, None, None]
+        table = self.model.rope_rotation
+        if len(positions) == 1:
+            return table[positions[0]].view(1, 1, 1, -1)
+        return table[torch.tensor(positions, device=table.device)][:, None, None]
 
-    @staticmethod
-    def _mask(valid: torch.Tensor) -> torch.Tensor | None:
-        """(R, 1, 1, L) attention mask, one query per row; None when every key is valid (one row, whose
-        read length is its own), which takes SDPA's faster unmasked path."""
-        return None if valid.shape[0] == 1 else valid[:, None, None]
+    def _mask(self, lengths: list[int]) -> torch.Tensor | None:
+        """(R, 1, 1, L) mask, one query per row that may see its first lengths[r] keys; None for one row
+        (it reads exactly its own keys), which takes SDPA's faster unmasked path."""
+        if len(lengths) == 1:
+            return None
+        n = torch.tensor(lengths, device=self.emb.device)
+        return (torch.arange(max(lengths), device=self.emb.device)[None] < n[:, None])[:, None, None]

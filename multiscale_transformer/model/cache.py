@@ -29,13 +29,19 @@ class CacheView:
     """Rows (R,) of `cache` and the positions (R, S) at which this call's S new keys go.
 
     `length` is how many cached positions the call then reads back (the longest row's extent);
-    shorter rows must be masked by the caller.
+    shorter rows must be masked by the caller. `at` = (row, position) when the call writes one key of
+    one row, the decoding steady state: plain slice copies instead of index_put and gathers.
     """
 
     cache: KVCache
-    rows: torch.Tensor
-    pos: torch.Tensor
+    rows: torch.Tensor | None  # None with `at`
+    pos: torch.Tensor | None
     length: int
+    at: tuple[int, int] | None = None
+
+    @classmethod
+    def one(cls, cache: KVCache, row: int, pos: int, length: int) -> CacheView:
+        return cls(cache, None, None, length, (row, pos))
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (R, H, S, hd) and return every cached key/value of the rows, (R, H, length, hd)."""
@@ -43,11 +49,21 @@ class CacheView:
         return self.read()
 
     def write(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        if self.at is not None:
+            row, pos = self.at
+            self.cache.k[row, :, pos] = k[0, :, 0]
+            self.cache.v[row, :, pos] = v[0, :, 0]
+            return
+        assert self.rows is not None and self.pos is not None
         index = (self.rows[:, None], slice(None), self.pos)  # selects (R, S, H, hd)
         self.cache.k[index] = k.transpose(1, 2)
         self.cache.v[index] = v.transpose(1, 2)
 
     def read(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.at is not None:
+            row = self.at[0]
+            return self.cache.k[row : row + 1, :, : self.length], self.cache.v[row : row + 1, :, : self.length]
+        assert self.rows is not None
         if self.rows.numel() == self.cache.k.shape[0]:
             return self.cache.k[:, :, : self.length], self.cache.v[:, :, : self.length]
         return self.cache.k[self.rows, :, : self.length], self.cache.v[self.rows, :, : self.length]

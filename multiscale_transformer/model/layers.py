@@ -25,10 +25,11 @@ class SwiGLU(nn.Module):
         self.w1 = nn.Linear(dim, hidden, bias=bias)
         self.w3 = nn.Linear(dim, hidden, bias=bias)
         self.w2 = nn.Linear(hidden, dim, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.w2(self.w1(x) * F.silu(self.w3(x))))
+        y = self.w2(self.w1(x) * F.silu(self.w3(x)))
+        return F.dropout(y, self.dropout, True) if self.training and self.dropout else y
 
 
 def rope_tables(head_dim: int, max_pos: int, theta: float) -> torch.Tensor:
