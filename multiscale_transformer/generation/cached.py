@@ -24,6 +24,7 @@ from torch import nn
 
 from multiscale_transformer.generation.decoder import keep_after_overflow
 from multiscale_transformer.model.cache import CacheView, KVCache
+from multiscale_transformer.model.layers import drop_packed, project
 from multiscale_transformer.model.scales import cross_mask, n_tokens, span_ends
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class CachedDecoder(nn.Module):
         self.window = cfg.max_seq_len
         self.keep = keep_after_overflow(cfg.max_seq_len)
         self.factors = cfg.downsample_factors
+        drop_packed(model)  # weights changed through `.data` keep their version: repack for this decoder
         self.setup_caches(batch_size, cfg.max_seq_len)
 
     def setup_caches(self, batch: int, max_len: int) -> None:
@@ -219,7 +221,8 @@ class CachedDecoder(nn.Module):
 
     def _store_slots(self, s: int, rows: torch.Tensor, h: torch.Tensor) -> None:
         """Final state h (R, d) of the new latest token of scale s, upsampled once to its k byte slots."""
-        self.slots[s][rows] = self.model.up[s].proj(h).unflatten(-1, (self.factors[s], -1))  # (R, k, d)
+        (slots,) = project(h, self.model.up[s].proj)
+        self.slots[s][rows] = slots.unflatten(-1, (self.factors[s], -1))  # (R, k, d)
 
     def _row_rope(self, positions: list[int]) -> torch.Tensor:
         """Per-row rotations (R, 1, 1, hd/2) that broadcast over heads."""

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multiscale_transformer.model.cache import CacheView
-from multiscale_transformer.model.layers import apply_rope
+from multiscale_transformer.model.layers import apply_rope, project
 
 
 class Attention(nn.Module):
@@ -36,7 +36,8 @@ class Attention(nn.Module):
 
         rotation is (S, hd/2) for shared positions or (B, 1, S, hd/2) for per-row positions.
         """
-        return apply_rope(self.heads(self.wk(src)), rotation), self.heads(self.wv(src))
+        k, v = project(src, self.wk, self.wv)
+        return apply_rope(self.heads(k), rotation), self.heads(v)
 
     def attend(
         self,
@@ -47,7 +48,18 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         causal: bool = False,
     ) -> torch.Tensor:
-        q = apply_rope(self.heads(self.wq(x)), rotation)  # (B, H, T, hd)
+        return self._attend_q(self.wq(x), k, v, rotation, mask, causal)
+
+    def _attend_q(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        rotation: torch.Tensor,
+        mask: torch.Tensor | None,
+        causal: bool,
+    ) -> torch.Tensor:
+        q = apply_rope(self.heads(q), rotation)  # (B, H, T, hd)
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -70,7 +82,11 @@ class Attention(nn.Module):
         causal: bool = False,
         cache: CacheView | None = None,
     ) -> torch.Tensor:
-        k, v = self.project_kv(src, rope_k)
+        if src is x:  # self-attention: one packed q/k/v projection when decoding
+            q, k, v = project(x, self.wq, self.wk, self.wv)
+        else:
+            q, k, v = self.wq(x), *project(src, self.wk, self.wv)
+        k, v = apply_rope(self.heads(k), rope_k), self.heads(v)
         if cache is not None:
             k, v = cache.update(k, v)  # (R, H, length, hd): everything this row has seen
-        return self.attend(x, k, v, rope_q, mask=mask, causal=causal)
+        return self._attend_q(q, k, v, rope_q, mask, causal)
