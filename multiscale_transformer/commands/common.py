@@ -43,8 +43,8 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def add_threads_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=positive_int, default=None, help="intra-op CPU threads (default: cores available)")
+def add_threads_argument(p: argparse.ArgumentParser, default: str = "cores available") -> None:
+    p.add_argument("--threads", type=positive_int, default=None, help=f"intra-op CPU threads (default: {default})")
 
 
 def set_threads(n: int | None) -> None:

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
     p.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
     p.add_argument("--no-echo", action="store_true", help="print only the completion, not the prompt")
-    add_threads_argument(p)
+    add_threads_argument(p, default="1, the fastest for decoding on a small CPU; see README")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.prompt:
         raise UserError("the prompt is empty: give at least one character")
-    set_threads(args.threads)
+    # One byte at a time is bound by memory and per-op latency, not arithmetic: on this project's
+    # 2-core machine a second thread made decoding slower (micro 120 vs 157-176 bytes/s, reasoning
+    # 47 vs 60; bench/generate.py), so generation uses one unless told otherwise.
+    set_threads(args.threads or 1)
     prompt_ids = ByteTokenizer().encode(args.prompt)
     params = SamplingParams(args.temperature, args.top_k, args.top_p, args.repetition_penalty)
     model = load_model_from_args(args)
