@@ -17,11 +17,12 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
-# Inference on a few rows (decoding) is bound by reading weights from memory. Measured on this
-# project's 2-core EPYC (bench/generate.py), one row times W^T streams a (688, 256) weight at 9 GB/s,
-# but the same weights stored as (in, out) at 17 GB/s: the kernel runs along contiguous rows, and
-# 256 floats are too short a row. So linears that read the same input are packed into one (in, sum
-# of outs) copy, made once per weight version.
+# Inference on a few rows (decoding) is bound by reading weights from memory, and how fast depends
+# on their layout. On this project's 2-core EPYC (`python bench/matvec_layout.py`), one row times a
+# (1376, 256) weight streams at 8 GB/s in nn.Linear's (out, in) layout but 18 GB/s stored (in, out):
+# the kernel runs along contiguous rows and 256 floats are a short row. Square weights gain nothing
+# and (out < in) ones lose, so only linears that read the same input are packed, into one
+# (in, sum of outs) copy made once per weight version: q/k/v, the SwiGLU's w1/w3, the upsampling.
 FEW_ROWS = 16
 
 
