@@ -113,7 +113,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--single-rounds", type=int, default=4, help="requests the single client sends in turn")
     p.add_argument("--max-batch", type=int, default=16, help="server rows (default: one per client)")
-    p.add_argument("--threads", type=int, default=None, help="server torch threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help="server torch threads (default: the server's, 1)")
     args = p.parse_args()
 
     port = free_port()

@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="largest request body (default 1 MiB)")
     p.add_argument("--chat-template", default=None, help="JSON file: system, user, assistant, generation_prompt, stop")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    add_threads_argument(p)
+    add_threads_argument(p, default="1, measured fastest here for decoding; see docs/serving.md")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"no such model: {path}")
         model = path
         name = args.name or path.resolve().stem
-    set_threads(args.threads)
+    # Decoding is bound by memory and per-op latency; a second intra-op thread made it slower on the
+    # 2-core machine (bench/serve.py: 16 clients 600 vs 458 bytes/s, one client 135 vs 124), and
+    # leaves no core for the HTTP side. Raise --threads on bigger machines and measure.
+    set_threads(args.threads or 1)
     settings = ServerSettings(
         name=name,
         api_key=args.api_key or os.environ.get("AXL_API_KEY") or None,
