@@ -43,6 +43,12 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# Generating one byte at a time is bound by memory and per-op latency, not arithmetic: on this
+# project's 2-core machine a second intra-op thread made it slower (bench/generate.py: micro 120 vs
+# 157-176 bytes/s; bench/serve.py, 16 clients: 458 vs 600 bytes/s), so generate and serve use one.
+DECODE_THREADS = 1
+
+
 def add_threads_argument(p: argparse.ArgumentParser, default: str = "cores available") -> None:
     p.add_argument("--threads", type=positive_int, default=None, help=f"intra-op CPU threads (default: {default})")
 

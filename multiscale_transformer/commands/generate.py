@@ -7,6 +7,7 @@ import codecs
 import sys
 
 from multiscale_transformer.commands.common import (
+    DECODE_THREADS,
     add_model_arguments,
     add_threads_argument,
     load_model_from_args,
@@ -38,10 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.prompt:
         raise UserError("the prompt is empty: give at least one character")
-    # One byte at a time is bound by memory and per-op latency, not arithmetic: on this project's
-    # 2-core machine a second thread made decoding slower (micro 120 vs 157-176 bytes/s, reasoning
-    # 47 vs 60; bench/generate.py), so generation uses one unless told otherwise.
-    set_threads(args.threads or 1)
+    set_threads(args.threads or DECODE_THREADS)
     prompt_ids = ByteTokenizer().encode(args.prompt)
     params = SamplingParams(args.temperature, args.top_k, args.top_p, args.repetition_penalty)
     model = load_model_from_args(args)

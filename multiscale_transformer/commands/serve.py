@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from multiscale_transformer.commands.common import add_threads_argument, positive_int, set_threads
+from multiscale_transformer.commands.common import DECODE_THREADS, add_threads_argument, positive_int, set_threads
 from multiscale_transformer.errors import UserError
 
 
@@ -67,10 +67,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"no such model: {path}")
         model = path
         name = args.name or path.resolve().stem
-    # Decoding is bound by memory and per-op latency; a second intra-op thread made it slower on the
-    # 2-core machine (bench/serve.py: 16 clients 600 vs 458 bytes/s, one client 135 vs 124), and
-    # leaves no core for the HTTP side. Raise --threads on bigger machines and measure.
-    set_threads(args.threads or 1)
+    set_threads(args.threads or DECODE_THREADS)  # and the other core serves HTTP
     settings = ServerSettings(
         name=name,
         api_key=args.api_key or os.environ.get("AXL_API_KEY") or None,

@@ -36,7 +36,10 @@ class Attention(nn.Module):
 
         rotation is (S, hd/2) for shared positions or (B, 1, S, hd/2) for per-row positions.
         """
-        k, v = project(src, self.wk, self.wv)
+        return self._kv_heads(*project(src, self.wk, self.wv), rotation)
+
+    def _kv_heads(self, k: torch.Tensor, v: torch.Tensor, rotation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected keys and values (B, S, d) -> rotated keys and values (B, H, S, hd)."""
         return apply_rope(self.heads(k), rotation), self.heads(v)
 
     def attend(
@@ -84,9 +87,9 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         if src is x:  # self-attention: one packed q/k/v projection when decoding
             q, k, v = project(x, self.wq, self.wk, self.wv)
+            k, v = self._kv_heads(k, v, rope_k)
         else:
-            q, k, v = self.wq(x), *project(src, self.wk, self.wv)
-        k, v = apply_rope(self.heads(k), rope_k), self.heads(v)
+            q, (k, v) = self.wq(x), self.project_kv(src, rope_k)
         if cache is not None:
             k, v = cache.update(k, v)  # (R, H, length, hd): everything this row has seen
         return self._attend_q(q, k, v, rope_q, mask, causal)
