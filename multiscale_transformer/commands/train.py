@@ -51,17 +51,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--cache-dir", type=Path, help="prepared-corpus cache (default ~/.cache/axl/corpus)")
     d.add_argument("--val-fraction", type=fraction, default=0.05, help="share of files held out (default 0.05)")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--optimizer", choices=["lion", "adamw", "sgd"], default="lion", help="default lion")
+    o.add_argument(
+        "--optimizer",
+        choices=["lion", "adamw", "sgd", "muon"],
+        default="lion",
+        help="default lion; muon = Muon for hidden matrices + AdamW for the rest",
+    )
     o.add_argument(
         "--lr",
         type=non_negative_float,
-        help="peak lr (default: lion 1e-3, adamw 3e-3, sgd 0.1, x 256/d_model above 256)",
+        help="peak lr (default: lion 1e-3, adamw and muon 3e-3, sgd 0.1, x 256/d_model above 256)",
     )
-    o.add_argument("--weight-decay", type=non_negative_float, help="default: lion 0.3, adamw 0.1, sgd 0")
+    o.add_argument("--weight-decay", type=non_negative_float, help="default: lion 0.3, adamw and muon 0.1, sgd 0")
     o.add_argument("--batch-size", type=positive_int, default=16, help="windows per micro-batch per process")
     o.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimizer step")
     o.add_argument("--warmup", type=non_negative_int, help="warmup steps (default 5%% of the run, at most 200)")
-    o.add_argument("--min-lr-ratio", type=non_negative_float, default=0.1, help="cosine floor as a share of --lr")
+    o.add_argument("--min-lr-ratio", type=non_negative_float, default=0.1, help="lr floor as a share of --lr")
+    o.add_argument(
+        "--schedule",
+        choices=["cosine", "wsd"],
+        default="cosine",
+        help="lr decay after warmup: cosine (default) or wsd (flat, then linear over the last half)",
+    )
     o.add_argument("--grad-clip", type=non_negative_float, default=1.0, help="max gradient norm; 0 = off")
     o.add_argument(
         "--fine-loss-weight",
@@ -160,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         warmup=args.warmup,
         min_lr_ratio=args.min_lr_ratio,
+        schedule=args.schedule,
         grad_clip=args.grad_clip,
         fine_loss_weight=args.fine_loss_weight,
         eval_every=args.eval_every,

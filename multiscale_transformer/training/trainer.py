@@ -26,7 +26,7 @@ from multiscale_transformer.training import checkpoint as ckpt_io
 from multiscale_transformer.training import distributed as dist_io
 from multiscale_transformer.training import report
 from multiscale_transformer.training.data import batch_rng, eval_windows, prepare_corpus, sample_batch
-from multiscale_transformer.training.optim import build_optimizer
+from multiscale_transformer.training.optim import DISPLAY_NAMES, build_optimizer
 from multiscale_transformer.training.schedule import Schedule, default_warmup
 
 
@@ -50,6 +50,7 @@ class TrainSettings:
     weight_decay: float | None = None
     warmup: int | None = None
     min_lr_ratio: float = 0.1
+    schedule: str = "cosine"  # training/schedule.py SCHEDULE_KINDS
     grad_clip: float = 1.0
     fine_loss_weight: float = 0.0
     eval_every: int = 100
@@ -269,7 +270,7 @@ class Trainer:
             step, elapsed, bytes_seen = int(st["step"]), float(st["elapsed"]), int(st["bytes_seen"])
             schedule = Schedule(**st["schedule"])
             if s.max_steps is not None and s.max_steps != schedule.total:
-                schedule = Schedule(schedule.lr, schedule.warmup, s.max_steps, schedule.min_ratio)
+                schedule = dataclasses.replace(schedule, total=s.max_steps)
             if self.dist.is_main:
                 report.truncate_metrics(self.metrics_path, step)
             self.log(f"resumed from {ckpt_io.latest_checkpoint(s.out)} at step {step}")
@@ -280,7 +281,7 @@ class Trainer:
                 total = s.max_steps
             else:
                 total = dist_io.broadcast_int(self.dist, self._calibrate_horizon(s.time_budget or 0.0), self.device)
-            schedule = Schedule(self.base_lr, s.warmup or default_warmup(total), total, s.min_lr_ratio)
+            schedule = Schedule(self.base_lr, s.warmup or default_warmup(total), total, s.min_lr_ratio, s.schedule)
 
         tokens_per_step = s.batch_size * s.config.max_seq_len * s.grad_accum * self.dist.world_size
         stop = StopFlag()
@@ -415,7 +416,7 @@ class Trainer:
             "time": round(elapsed, 1),
             "final_loss": round(final_loss, 4),
             "perplexity": round(last_eval["val_ppl"], 4),
-            "optimizer": {"lion": "Lion", "adamw": "AdamW", "sgd": "SGD"}[s.optimizer],
+            "optimizer": DISPLAY_NAMES[s.optimizer],
             "attention": "SDPA",
             "max_seq_len": s.config.max_seq_len,
             "context_window": s.config.max_seq_len,
