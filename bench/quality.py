@@ -1,0 +1,406 @@
+"""Quality per CPU-minute: several training configurations side by side at equal CPU budgets, scored on
+two held-out sets at each budget (issue 12).
+
+    python bench/quality.py --name sweep1                          # the default 6 configs, 2,5,10,20 min
+    python bench/quality.py --name smoke --budgets 0.2,0.5 --heldout-bytes 20000
+    python bench/quality.py --name sweep1 --resume                 # continue after a kill
+    python bench/quality.py --name muon-lr --configs ms-muon-wsd,ms-muon-wsd@lr=0.01
+
+A configuration is ARCH-OPTIMIZER-SCHEDULE[@key=value,...]: ARCH `ms` (the preset) or `flat` (its
+equal-parameter single-scale twin, `ModelConfig.flat()`), OPTIMIZER a training/optim.py name,
+SCHEDULE a training/schedule.py kind; options lr=, wd=, seed=.
+
+Side by side, on one thread: every configuration has its own model, optimizer, schedule and batch
+stream, and one process trains them in turn, `--slice` CPU-seconds each. Each is charged only the
+CPU time (time.process_time) of its own training steps, so all get the same budget under the same
+machine load, and the evaluation (not charged) cannot shift that. The lr schedule of each is aimed
+at the largest budget and re-aimed after every slice at the step where its budget will run out at
+its measured pace (as `axl train --time-budget` does), so the smaller budgets' rows are checkpoints
+of the longest run, not separately decayed runs.
+
+Held-out sets, fixed subsets capped at `--heldout-bytes` each, scored by the honest sliding window
+of evaluation/bpb.py (every byte once, stride = half the context): (a) the stdlib validation split
+`axl train` holds out; (b) pinned third-party packages, never in any training corpus, fetched by
+`pip download --no-binary :all: --no-deps` into `--heldout-cache` (.py files only, manifest with each
+file's sha256). tornado and paramiko are reserved for independent evaluation and are never used.
+
+Writes ~/axl-runs/quality/NAME/: results.jsonl (one row per configuration and budget), heldout.json
+(both subsets: names, bytes, sha256), state/CONFIG.pt (resumable training state), log lines on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from multiscale_transformer.evaluation.bpb import evaluate_documents, validation_documents
+from multiscale_transformer.model.config import ModelConfig
+from multiscale_transformer.model.model import MultiScaleTransformer
+from multiscale_transformer.training.data import Corpus, Document, batch_rng, prepare_corpus, sample_batch
+from multiscale_transformer.training.optim import build_optimizer
+from multiscale_transformer.training.schedule import Schedule, default_warmup
+from multiscale_transformer.training.trainer import LossModule, _to_device
+
+# Small pure-Python, permissively licensed packages, pinned by version; the training corpus of the
+# bundled model must stay disjoint from them (issue 12, Build 4).
+HELDOUT_PACKAGES = ("attrs==24.2.0", "click==8.1.7", "more-itertools==10.5.0", "toolz==1.0.0")
+RESERVED = ("tornado", "paramiko")  # independent evaluation only: never fetched, trained or tuned on
+DEFAULT_CONFIGS = (
+    "ms-lion-cosine",
+    "flat-lion-cosine",
+    "ms-adamw-cosine",
+    "flat-adamw-cosine",
+    "ms-muon-wsd",
+    "flat-muon-wsd",
+)
+RUNS = Path.home() / "axl-runs" / "quality"
+
+
+# ---- configurations ----
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    arch: str  # "ms" or "flat"
+    optimizer: str
+    schedule: str
+    lr: float | None = None
+    weight_decay: float | None = None
+    seed: int = 0
+
+
+def parse_spec(text: str, seed: int) -> Spec:
+    """'ms-muon-wsd@lr=0.01,seed=1' -> Spec; the name is the text itself, so it is unique per row."""
+    base, _, opts = text.partition("@")
+    parts = base.split("-")
+    if len(parts) != 3 or parts[0] not in ("ms", "flat"):
+        raise SystemExit(f"--configs: expected ARCH-OPTIMIZER-SCHEDULE with ARCH ms|flat, got {text!r}")
+    values: dict[str, Any] = {"seed": seed}
+    for item in filter(None, opts.split(",")):
+        key, _, value = item.partition("=")
+        if key not in ("lr", "wd", "seed"):
+            raise SystemExit(f"--configs {text!r}: unknown option {key!r} (lr, wd, seed)")
+        values[{"wd": "weight_decay"}.get(key, key)] = int(value) if key == "seed" else float(value)
+    return Spec(text, parts[0], parts[1], parts[2], **values)
+
+
+def model_config(preset: str, arch: str) -> ModelConfig:
+    config = ModelConfig.from_name(preset)
+    return config.flat() if arch == "flat" else config
+
+
+# ---- held-out sets ----
+
+
+def capped(docs: list[Document], cap: int) -> list[Document]:
+    """A fixed subset of about `cap` bytes: documents in sha256(name) order, the last one cut to fit.
+    A cut file is still scored from its start, as a file is."""
+    out, total = [], 0
+    for d in sorted(docs, key=lambda d: hashlib.sha256(d.name.encode()).hexdigest()):
+        if total >= cap:
+            break
+        data = d.data[: cap - total]
+        out.append(Document(d.name, data))
+        total += len(data)
+    return out
+
+
+def _sdist_members(path: Path) -> list[tuple[str, bytes]]:
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path) as z:
+            return [(n, z.read(n)) for n in sorted(z.namelist())]
+    with tarfile.open(path) as t:
+        return [(m.name, t.extractfile(m).read()) for m in sorted(t.getmembers(), key=lambda m: m.name) if m.isfile()]
+
+
+def _license(members: list[tuple[str, bytes]]) -> str:
+    """The License / License-Expression field or license classifiers of the sdist's PKG-INFO."""
+    pkg_info = next((data for name, data in members if name.count("/") == 1 and name.endswith("PKG-INFO")), b"")
+    found = []
+    for line in pkg_info.decode("utf-8", "replace").splitlines():
+        if line.startswith(("License: ", "License-Expression: ")) and len(line) < 120:
+            found.append(line.split(": ", 1)[1].strip())
+        elif line.startswith("Classifier: License ::"):
+            found.append(line.split("::")[-1].strip())
+    return "; ".join(dict.fromkeys(found)) or "unknown"
+
+
+def fetch_heldout(cache: Path, packages: tuple[str, ...]) -> tuple[list[Document], list[dict]]:
+    """Download each pinned sdist once (pip download, no wheels, no dependencies) and read its .py files;
+    returns the documents (named PACKAGE/path) and one manifest entry per package."""
+    docs, manifest = [], []
+    for spec in packages:
+        if spec.split("==")[0].lower() in RESERVED:
+            raise SystemExit(f"{spec}: reserved for independent evaluation, never used here")
+        target = cache / spec.replace("==", "-")
+        if not any(target.glob("*.tar.gz")) and not any(target.glob("*.zip")):
+            target.mkdir(parents=True, exist_ok=True)
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                "-d",
+                str(target),
+            ]
+            subprocess.run([*cmd, spec], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sdist = next(p for p in sorted(target.iterdir()) if p.name.endswith((".tar.gz", ".zip")))
+        members = _sdist_members(sdist)
+        seen: set[bytes] = set()
+        files = []
+        for name, data in members:
+            if not name.endswith(".py") or not data.strip() or data in seen:
+                continue
+            seen.add(data)
+            rel = name.split("/", 1)[1] if "/" in name else name  # drop the sdist's top folder
+            docs.append(Document(f"{spec}/{rel}", data))
+            files.append({"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        manifest.append(
+            {
+                "package": spec,
+                "sdist": sdist.name,
+                "sdist_sha256": hashlib.sha256(sdist.read_bytes()).hexdigest(),
+                "license": _license(members),
+                "files": files,
+            }
+        )
+    return docs, manifest
+
+
+def heldout_sets(args: argparse.Namespace) -> tuple[dict[str, list[Document]], dict]:
+    """{set name: documents} and the manifest written to heldout.json; each set about args.heldout_bytes."""
+    third, packages = fetch_heldout(args.heldout_cache, HELDOUT_PACKAGES)
+    per_package = args.heldout_bytes // len(HELDOUT_PACKAGES)
+    third_subset = [
+        d for spec in HELDOUT_PACKAGES for d in capped([x for x in third if x.name.startswith(spec + "/")], per_package)
+    ]
+    sets = {"stdlib": capped(validation_documents(None), args.heldout_bytes), "thirdparty": third_subset}
+    manifest = {
+        "packages": packages,
+        "subsets": {
+            k: [{"name": d.name, "bytes": len(d.data), "sha256": hashlib.sha256(d.data).hexdigest()} for d in docs]
+            for k, docs in sets.items()
+        },
+    }
+    return sets, manifest
+
+
+# ---- one configuration's training ----
+
+
+class Arm:
+    """One configuration: model, optimizer, schedule, step counter and the CPU seconds charged to it."""
+
+    def __init__(self, spec: Spec, args: argparse.Namespace, corpus: Corpus) -> None:
+        self.spec, self.args, self.corpus = spec, args, corpus
+        self.config = model_config(args.preset, spec.arch)
+        torch.manual_seed(spec.seed)
+        self.model = MultiScaleTransformer(self.config).train()
+        self.optimizer = build_optimizer(self.model, spec.optimizer, spec.lr, spec.weight_decay)
+        self.loss = LossModule(self.model, 0.0)
+        self.horizon = max(args.budgets) * 60.0
+        self.step, self.cpu, self.bytes_seen = 0, 0.0, 0
+        self.schedule = Schedule(self.optimizer.param_groups[0]["lr"], 1, 1, args.min_lr_ratio, spec.schedule)
+        self.rows: list[dict] = []
+        self.recent_loss: list[float] = []
+
+    def start(self) -> None:
+        """Aim the schedule from two timed (uncharged, discarded) forward+backward passes."""
+        for _ in range(3):  # the first pays one-time allocations
+            t0 = time.process_time()
+            self._forward_backward()
+            per_step = time.process_time() - t0
+            self.optimizer.zero_grad(set_to_none=True)
+        total = max(10, int(self.horizon / (per_step * 1.1)))  # + the optimizer update
+        self.schedule = dataclasses.replace(self.schedule, warmup=default_warmup(total), total=total)
+
+    def _forward_backward(self) -> float:
+        T = self.config.max_seq_len
+        batch = sample_batch(self.corpus, self.args.batch_size, T, batch_rng(self.spec.seed, self.step, 0, 0))
+        x, y = _to_device(batch, torch.device("cpu"))
+        loss, _, _ = self.loss(x, y)
+        loss.backward()
+        return float(loss.detach())
+
+    def train_until(self, cpu_limit: float) -> None:
+        """Train whole steps while this arm's charged CPU time is below cpu_limit."""
+        while self.cpu < cpu_limit:
+            t0 = time.process_time()
+            lr = self.schedule.lr_at(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss = self._forward_backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.cpu += time.process_time() - t0
+            self.step += 1
+            self.bytes_seen += self.args.batch_size * self.config.max_seq_len
+            self.recent_loss = [*self.recent_loss[-49:], loss]
+            if not math.isfinite(loss):
+                raise RuntimeError(f"{self.spec.name}: diverged at step {self.step} (loss {loss})")
+        # Re-aim the decay at the step where the horizon runs out at the pace measured so far.
+        left = self.horizon - self.cpu
+        total = self.step + max(0, int(left / (self.cpu / self.step)))
+        self.schedule = dataclasses.replace(self.schedule, total=max(total, self.schedule.warmup, self.step))
+
+    def evaluate(self, budget: float, sets: dict[str, list[Document]]) -> dict:
+        t0 = time.perf_counter()
+        scores = {k: evaluate_documents(self.model, docs).bits_per_byte for k, docs in sets.items()}
+        self.model.train()  # evaluate_documents leaves the model in eval mode
+        row = {
+            "config": self.spec.name,
+            "arch": self.spec.arch,
+            "optimizer": self.spec.optimizer,
+            "schedule": self.spec.schedule,
+            "seed": self.spec.seed,
+            "params": self.model.num_parameters(),
+            "budget_min": budget,
+            "cpu_s": round(self.cpu, 1),
+            "step": self.step,
+            "bytes": self.bytes_seen,
+            "bytes_per_cpu_s": round(self.bytes_seen / max(self.cpu, 1e-9), 1),
+            "lr": self.schedule.lr_at(self.step),
+            "planned_total_steps": self.schedule.total,
+            "train_loss_bpb": sum(self.recent_loss) / len(self.recent_loss) / math.log(2),
+            **{f"{k}_bpb": round(v, 4) for k, v in scores.items()},
+            "eval_s": round(time.perf_counter() - t0, 1),
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        self.rows.append(row)
+        return row
+
+    def state(self) -> dict:
+        return {
+            "spec": dataclasses.asdict(self.spec),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": dataclasses.asdict(self.schedule),
+            "step": self.step,
+            "cpu": self.cpu,
+            "bytes_seen": self.bytes_seen,
+            "rows": self.rows,
+            "recent_loss": self.recent_loss,
+        }
+
+    def load(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule = Schedule(**state["schedule"])
+        self.step, self.cpu, self.bytes_seen = state["step"], state["cpu"], state["bytes_seen"]
+        self.rows, self.recent_loss = state["rows"], state["recent_loss"]
+
+
+# ---- the run ----
+
+
+def save_atomic(path: Path, write: Any) -> None:
+    """Write to a temporary file and rename, so a kill leaves the old file or the new, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_state(run_dir: Path, arm: Arm) -> None:
+    save_atomic(run_dir / "state" / f"{arm.spec.name}.pt", lambda p: torch.save(arm.state(), p))
+
+
+def write_results(run: Path, arms: list[Arm]) -> None:
+    """results.jsonl: every arm's rows, plus those of configurations an earlier invocation ran."""
+    path, names = run / "results.jsonl", {a.spec.name for a in arms}
+    old = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows = [r for r in old if r["config"] not in names] + [r for a in arms for r in a.rows]
+    rows.sort(key=lambda r: (r["budget_min"], r["config"]))
+    save_atomic(run / "results.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in rows)))
+
+
+def table(arms: list[Arm]) -> str:
+    lines = [f"{'config':28} {'params':>10} {'min':>5} {'steps':>6} {'B/cpu-s':>8} {'stdlib':>7} {'3rd-party':>9}"]
+    for r in sorted((r for a in arms for r in a.rows), key=lambda r: (r["budget_min"], r["config"])):
+        lines.append(
+            f"{r['config']:28} {r['params']:>10,} {r['budget_min']:>5g} {r['step']:>6} {r['bytes_per_cpu_s']:>8.0f} "
+            f"{r['stdlib_bpb']:>7.3f} {r['thirdparty_bpb']:>9.3f}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    run_dir = RUNS / args.name
+    (run_dir / "state").mkdir(parents=True, exist_ok=True)
+    if (run_dir / "results.jsonl").exists() and not args.resume:
+        raise SystemExit(f"{run_dir} already has results; pass --resume or choose another --name")
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    settings["torch"] = torch.__version__
+    (run_dir / "settings.json").write_text(json.dumps(settings, indent=1))
+    sets, manifest = heldout_sets(args)
+    (run_dir / "heldout.json").write_text(json.dumps(manifest, indent=1))
+    print({k: sum(len(d.data) for d in v) for k, v in sets.items()}, "held-out bytes", flush=True)
+    corpus, _ = prepare_corpus(None)
+
+    arms = [Arm(parse_spec(c, args.seed), args, corpus.train) for c in args.configs.split(",")]
+    for arm in arms:
+        path = run_dir / "state" / f"{arm.spec.name}.pt"
+        if args.resume and path.exists():
+            arm.load(torch.load(path, weights_only=True))
+            print(f"{arm.spec.name}: resumed at step {arm.step}, {arm.cpu:.0f} CPU-s", flush=True)
+        else:
+            arm.start()
+    budgets = sorted(args.budgets)
+    last_save = time.perf_counter()
+    while pending := [a for a in arms if len(a.rows) < len(budgets)]:
+        for arm in pending:
+            target = budgets[len(arm.rows)] * 60.0
+            arm.train_until(min(target, arm.cpu + args.slice))
+            if arm.cpu >= target:
+                print(json.dumps(arm.evaluate(budgets[len(arm.rows)], sets)), flush=True)
+                save_state(run_dir, arm)
+                write_results(run_dir, arms)
+        if time.perf_counter() - last_save > args.save_every:
+            for arm in pending:
+                save_state(run_dir, arm)
+            last_save = time.perf_counter()
+    print(table(arms), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--name", required=True, help=f"run directory under {RUNS}")
+    p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated ARCH-OPTIMIZER-SCHEDULE")
+    p.add_argument("--budgets", type=lambda s: [float(x) for x in s.split(",")], default=[2, 5, 10, 20],
+                   help="CPU-minutes per configuration at which to evaluate (default 2,5,10,20)")  # fmt: skip
+    p.add_argument("--preset", default="mini", help="model preset (default mini: the bundled model's size)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--min-lr-ratio", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and batches unless a config sets one")
+    p.add_argument("--slice", type=float, default=10.0, help="CPU-seconds per configuration per turn")
+    p.add_argument("--save-every", type=float, default=120.0, help="wall seconds between state saves")
+    p.add_argument("--heldout-bytes", type=int, default=150_000, help="bytes per held-out set")
+    p.add_argument("--heldout-cache", type=Path, default=Path.home() / "axl-data" / "heldout")
+    p.add_argument("--resume", action="store_true", help="continue from state/ in the run directory")
+    run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
