@@ -1,4 +1,10 @@
-"""Sampling as pure functions on logits (B, V) -> logits or ids; no model, no state."""
+"""Sampling as pure functions on logits (B, V) -> logits or ids; no model, no state.
+
+Every accepted parameter gives a well-defined distribution (tests/test_sampling_properties.py):
+logits are made finite before and after each adjustment, temperature divides logits that were
+first shifted to a maximum of 0 (so a tiny temperature cannot overflow float32), temperatures
+too small to divide by are greedy, and the nucleus always keeps the most likely id.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,14 @@ import torch
 
 from multiscale_transformer.errors import UserError
 
+# Below this temperature sampling is greedy. Smaller values are not representable as a divisor in
+# float32 (1e-300 is 0 there), and at 1e-5 a logit gap of 0.001 already gives odds of e^100 : 1.
+GREEDY_BELOW_TEMPERATURE = 1e-5
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """The published AXL defaults; temperature 0 means greedy."""
+    """The published AXL defaults; temperature 0 (or below GREEDY_BELOW_TEMPERATURE) means greedy."""
 
     temperature: float = 0.8
     top_k: int | None = 40
@@ -19,18 +29,44 @@ class SamplingParams:
     repetition_penalty: float = 1.1
 
     def __post_init__(self) -> None:
-        if not self.temperature >= 0:
+        if not 0 <= self.temperature < float("inf"):
             raise UserError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k is not None and self.top_k < 0:
             raise UserError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not self.repetition_penalty > 0:
+        if not 0 < self.repetition_penalty < float("inf"):
             raise UserError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < GREEDY_BELOW_TEMPERATURE
+
+
+def finite_logits(logits: torch.Tensor) -> torch.Tensor:
+    """NaN becomes -inf (that id cannot be chosen) and +inf the largest float, so softmax stays defined.
+
+    Raises ValueError when a row has no finite logit left: nothing can be sampled from it.
+    """
+    out = torch.nan_to_num(logits, nan=float("-inf"), posinf=torch.finfo(logits.dtype).max, neginf=float("-inf"))
+    if not torch.isfinite(out).any(dim=-1).all():
+        raise ValueError("no byte has a finite logit (the model produced NaN, or every byte was excluded)")
+    return out
+
+
+def adjust_logits(
+    logits: torch.Tensor,
+    counts: torch.Tensor,
+    frequency_penalty: float = 0.0,
+    presence_penalty: float = 0.0,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """OpenAI's logit_bias and frequency/presence penalties: logits (V,) or (B, V), counts of each id so far."""
+    if bias is not None:
+        logits = logits + bias
+    if frequency_penalty or presence_penalty:
+        logits = logits - (counts * frequency_penalty + (counts > 0).to(logits.dtype) * presence_penalty)
+    return logits
 
 
 def apply_repetition_penalty(logits: torch.Tensor, history: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -44,6 +80,9 @@ def apply_repetition_penalty(logits: torch.Tensor, history: torch.Tensor, penalt
     valid = history >= 0
     seen.scatter_(1, history.clamp(min=0), valid)
     penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    # Saturate instead of overflowing, so a finite logit stays finite however extreme the penalty.
+    big = torch.finfo(logits.dtype).max
+    penalised = torch.where(torch.isfinite(logits), penalised.nan_to_num(0.0).clamp(-big, big), logits)
     return torch.where(seen, penalised, logits)
 
 
@@ -61,8 +100,10 @@ def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
         return logits
     sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
     probs = torch.softmax(sorted_logits, dim=-1)
-    # Drop an id when the mass strictly before it already reaches p.
+    # Drop an id when the mass strictly before it already reaches p; the most likely id always stays
+    # (a p that rounds to 0 in float32 would otherwise drop every id).
     drop_sorted = probs.cumsum(-1) - probs >= p
+    drop_sorted[..., 0] = False
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
@@ -74,9 +115,11 @@ def sample_next(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Next ids (B,) from last-position logits (B, V)."""
-    logits = apply_repetition_penalty(logits.float(), history, params.repetition_penalty)
+    logits = apply_repetition_penalty(finite_logits(logits.float()), history, params.repetition_penalty)
     if params.greedy:
         return logits.argmax(dim=-1)
-    logits = top_p_filter(top_k_filter(logits / params.temperature, params.top_k), params.top_p)
+    # Shifted to a maximum of 0 first, so that dividing by a small temperature cannot overflow.
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / params.temperature
+    logits = top_p_filter(top_k_filter(logits, params.top_k), params.top_p)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

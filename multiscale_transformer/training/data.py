@@ -103,8 +103,23 @@ def _jsonl_documents(path: Path, stats: SkipStats) -> Iterator[Document]:
         if not isinstance(text, str):
             stats.add("JSONL line without content/text")
             continue
-        name = record.get("path") if isinstance(record.get("path"), str) else f"{path.name}:{i}"
-        yield Document(name, text.encode("utf-8", "surrogateescape"))
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"): not text that has bytes
+            stats.add("JSONL text that is not valid Unicode")
+            continue
+        name = record.get("path")
+        if not isinstance(name, str) or not _encodable(name):
+            name = f"{path.name}:{i}"
+        yield Document(name, data)
+
+
+def _encodable(name: str) -> bool:
+    try:
+        name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _file_documents(path: Path, name: str, stats: SkipStats) -> Iterator[Document]:
