@@ -31,7 +31,8 @@ def _checked(convert: Callable[[str], T], ok: Callable[[T], bool], expected: str
 
 positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 non_negative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
-non_negative_float = _checked(float, lambda v: v >= 0, "a number >= 0")  # also rejects NaN
+non_negative_float = _checked(float, lambda v: 0 <= v < float("inf"), "a number >= 0")  # also rejects NaN
+positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")
 fraction = _checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 

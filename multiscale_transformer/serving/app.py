@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from multiscale_transformer.serving import chat_completions, completions
 from multiscale_transformer.serving.common import ServerSettings, check_api_key, engine_of, now, settings_of
 from multiscale_transformer.serving.engine import Engine
 from multiscale_transformer.serving.errors import APIError, error_body, install_handlers
 from multiscale_transformer.serving.protocol import ModelCard, ModelList
+from multiscale_transformer.serving.security import OriginGuard, OriginPolicy
 
 if TYPE_CHECKING:
     from multiscale_transformer.model.model import MultiScaleTransformer
@@ -49,10 +52,15 @@ def create_app(
             if engine is not None:
                 engine.stop()
 
-    app = FastAPI(title="AXL OpenAI-compatible server", lifespan=lifespan)
+    # Interactive docs only when asked for, and then through routes that check the API key.
+    app = FastAPI(
+        title="AXL OpenAI-compatible server", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.settings = settings
     app.state.engine = None
     app.state.load_error = None
+    app.state.fatal_error = None  # set when the scheduler thread dies
+    app.state.shutdown = None  # set by `axl serve`: stops the HTTP server
     app.state.context_length = 0
     install_handlers(app)
 
@@ -63,7 +71,36 @@ def create_app(
     v1.add_api_route("/v1/models/{model_id:path}", get_model, methods=["GET"])
     app.include_router(v1)
     app.add_api_route("/health", health, methods=["GET"])
+    if settings.docs:
+        _add_docs(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    # Added last, so it runs first: a foreign Host or Origin is refused before CORS or routing.
+    policy = OriginPolicy.for_bind(settings.host, settings.allowed_hosts, settings.cors_origins)
+    app.add_middleware(OriginGuard, policy=policy)
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    keyed = [Depends(check_api_key)]
+
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
+
+    app.add_api_route("/openapi.json", openapi_json, methods=["GET"], dependencies=keyed, include_in_schema=False)
+    app.add_api_route("/docs", swagger, methods=["GET"], dependencies=keyed, include_in_schema=False)
+    app.add_api_route("/redoc", redoc, methods=["GET"], dependencies=keyed, include_in_schema=False)
 
 
 def _load(app: FastAPI, model: MultiScaleTransformer | str | Path) -> None:
@@ -75,7 +112,7 @@ def _load(app: FastAPI, model: MultiScaleTransformer | str | Path) -> None:
             log.info("loading %s", model)
             model = MultiScaleTransformer.from_pretrained(model)
         model.eval()
-        engine = Engine(model, settings.max_batch, settings.max_queue)
+        engine = Engine(model, settings.max_batch, settings.max_queue, on_fatal=lambda reason: _fatal(app, reason))
         engine.start()
     except Exception as exc:  # reported by /health; the server stays up to say so
         app.state.load_error = f"{type(exc).__name__}: {exc}"
@@ -88,8 +125,19 @@ def _load(app: FastAPI, model: MultiScaleTransformer | str | Path) -> None:
     )
 
 
+def _fatal(app: FastAPI, reason: str) -> None:
+    """The scheduler died: /health says so, and `axl serve` (through app.state.shutdown) exits non-zero."""
+    app.state.fatal_error = reason
+    shutdown = getattr(app.state, "shutdown", None)
+    if shutdown is not None:
+        shutdown()
+
+
 async def health(request: Request) -> JSONResponse:
     engine = request.app.state.engine
+    if engine is not None and not engine.alive:
+        message = f"the generation engine has stopped ({engine.failure or 'no scheduler thread'}); restart the server"
+        return JSONResponse({"status": "error", **error_body(503, message, code="engine_dead")}, status_code=503)
     if engine is None:
         error = request.app.state.load_error
         message = f"the model failed to load: {error}" if error else "the model is loading"

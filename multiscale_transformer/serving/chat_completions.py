@@ -34,6 +34,7 @@ from multiscale_transformer.serving.protocol import (
     TokenLogprob,
     TopLogprob,
     Usage,
+    openapi_body,
 )
 from multiscale_transformer.serving.submission import ClientGone, Submission
 from multiscale_transformer.serving.tokens import token_bytes, token_text
@@ -55,7 +56,7 @@ def chat_logprobs(records: list[ByteLogprob]) -> ChoiceLogprobs:
     )
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None, openapi_extra=openapi_body(ChatCompletionRequest))
 async def chat_completions(request: Request) -> Response:
     req = await read_body(request, ChatCompletionRequest)
     engine = engine_of(request)  # 503 while loading, before anything needs the context length

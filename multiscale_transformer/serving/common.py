@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import secrets
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.generation.sampling import SamplingParams
@@ -36,6 +38,18 @@ class ServerSettings:
     max_tokens_limit: int = 4096
     max_body_bytes: int = 1 << 20
     chat_template: ChatTemplate = field(default_factory=ChatTemplate)
+    # Local-origin protection (serving/security.py): the bound address and what else may name it.
+    host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    docs: bool = False  # /docs, /redoc, /openapi.json (behind the API key when there is one)
+    # Timeouts (serving/http.py): request headers, each wait for the next piece of a body, idle
+    # keep-alive connections, and how long shutdown waits for requests in progress.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: int = 5
+    shutdown_timeout_s: int = 10
+    max_header_bytes: int = 16 * 1024
 
 
 def settings_of(request: Request) -> ServerSettings:
@@ -67,7 +81,19 @@ async def read_body(request: Request, model: type[Req]) -> Req:
     if length.isdigit() and int(length) > limit:
         raise too_large
     body = bytearray()
-    async for chunk in request.stream():
+    timeout = settings_of(request).body_timeout_s
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), timeout)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise APIError(
+                408, f"the request body stalled: no data for {timeout:g} s", code="request_timeout"
+            ) from None
+        except ClientDisconnect:
+            raise APIError(499, "the client disconnected while sending the body", code="client_closed") from None
         body += chunk
         if len(body) > limit:
             raise too_large
@@ -118,7 +144,8 @@ def sampling_of(
         raise APIError(400, str(exc), code="invalid_value") from None
     bias: dict[int, float] = {}
     for key, value in (req.logit_bias or {}).items():
-        if not key.isdigit() or int(key) > 257:
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        if not (key.isascii() and key.isdigit()) or int(key) > 257:
             raise APIError(400, f"logit_bias keys must be token ids 0..257, got {key!r}", param="logit_bias")
         bias[int(key)] = value
     # Without a seed each request draws its own, so no two requests share random state.

@@ -29,9 +29,11 @@ from multiscale_transformer.serving.protocol import (
     CompletionLogprobs,
     CompletionRequest,
     Usage,
+    openapi_body,
 )
 from multiscale_transformer.serving.submission import ClientGone, Submission
 from multiscale_transformer.serving.tokens import token_text
+from multiscale_transformer.training.tokenizer import EOS_ID
 
 router = APIRouter()
 
@@ -61,6 +63,7 @@ class ChoiceState:
     prompt_records: list[ByteLogprob | None] | None = None
     finish_reason: str | None = None
     completion_tokens: int = 0
+    eos: ByteLogprob | None = None  # the sampled EOS's logprob, listed after the text's bytes
     decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
     offset: int = 0
 
@@ -75,7 +78,7 @@ def logprobs_of(ids: list[int], records: list[ByteLogprob | None], top: int, sta
     )
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post("/v1/completions", response_model=None, openapi_extra=openapi_body(CompletionRequest))
 async def completions(request: Request) -> Response:
     req = await read_body(request, CompletionRequest)
     engine = engine_of(request)  # 503 while loading, before anything needs the context length
@@ -153,6 +156,7 @@ def _apply(event: object, choice: ChoiceState) -> None:
     elif isinstance(event, Finished):
         choice.finish_reason = event.finish_reason
         choice.completion_tokens = event.completion_tokens
+        choice.eos = event.eos
     elif isinstance(event, Failed):
         raise APIError(500, event.message)
 
@@ -163,7 +167,10 @@ def _final_choice(index: int, c: ChoiceState, top: int | None) -> CompletionChoi
     logprobs = None
     if top is not None:
         records = (c.prompt_records or []) + c.records if c.echo else c.records
-        logprobs = logprobs_of(ids, records, top, 0)
+        if c.eos is not None:
+            logprobs = logprobs_of([*ids, EOS_ID], [*records, c.eos], top, 0)
+        else:
+            logprobs = logprobs_of(ids, records, top, 0)
     return CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=c.finish_reason)  # type: ignore[arg-type]
 
 
@@ -202,7 +209,8 @@ async def _stream(
                 yield chunk(event.index, text, lp, None)
             elif isinstance(event, Finished):
                 c.completion_tokens = event.completion_tokens
-                yield chunk(event.index, c.decoder.decode(b"", final=True), None, event.finish_reason)
+                lp = logprobs_of([EOS_ID], [event.eos], top or 0, c.offset) if event.eos is not None else None
+                yield chunk(event.index, c.decoder.decode(b"", final=True), lp, event.finish_reason)
             elif isinstance(event, Failed):
                 yield sse(error_body(500, event.message))
                 return

@@ -8,6 +8,7 @@ The event loop never runs the model: it submits jobs and receives events through
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -17,15 +18,22 @@ from typing import TYPE_CHECKING
 import torch
 
 from multiscale_transformer.generation.generate import find_stop, held_back, new_decoder, with_file_start
-from multiscale_transformer.generation.sampling import SamplingParams, sample_next
+from multiscale_transformer.generation.sampling import SamplingParams, adjust_logits, sample_next
 from multiscale_transformer.training.tokenizer import BOS_ID, EOS_ID
 
 if TYPE_CHECKING:
     from multiscale_transformer.model.model import MultiScaleTransformer
 
 
+log = logging.getLogger("axl.serve")
+
+
 class ServerBusy(Exception):
     """The queue is full; the client should retry later (HTTP 429)."""
+
+
+class EngineDead(Exception):
+    """The scheduler thread has stopped for good; the server cannot generate any more (HTTP 503)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,9 @@ class Finished:
     index: int
     finish_reason: str  # "stop" or "length"
     completion_tokens: int
+    # The logprob of the EOS that ended the completion, when logprobs were asked for: it is a sampled
+    # token like any other, so logprobs count one per byte of prompt and completion plus this one.
+    eos: ByteLogprob | None = None
 
 
 @dataclass(frozen=True)
@@ -101,8 +112,18 @@ class Job:
 
 
 class Engine:
-    def __init__(self, model: MultiScaleTransformer, max_batch: int = 8, max_queue: int = 64) -> None:
+    """on_fatal(message) is called (from the scheduler thread) if that thread ever dies."""
+
+    def __init__(
+        self,
+        model: MultiScaleTransformer,
+        max_batch: int = 8,
+        max_queue: int = 64,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
         self.model = model
+        self.on_fatal = on_fatal
+        self.failure: str | None = None  # why the scheduler thread died; None while it runs
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.decoder = new_decoder(model, max_batch)
@@ -129,6 +150,8 @@ class Engine:
     def submit(self, specs: list[Spec], sink: Callable[[Event], None]) -> list[Job]:
         """Queue the specs as jobs with indices 0..len-1, or raise ServerBusy when they do not fit."""
         with self._lock:
+            if self.failure is not None:
+                raise EngineDead(f"the generation engine has stopped ({self.failure}); restart the server")
             if self._in_system + len(specs) > self.max_batch + self.max_queue:
                 raise ServerBusy(f"the server is busy ({self._in_system} completions in progress or queued)")
             self._in_system += len(specs)
@@ -142,6 +165,10 @@ class Engine:
         for job in jobs:
             job.cancelled = True
 
+    @property
+    def alive(self) -> bool:
+        return self.failure is None and (self._thread.is_alive() or not self._thread.ident)
+
     def stats(self) -> dict[str, int]:
         active = sum(job is not None for job in self.rows)
         return {"active": active, "queued": max(0, self._in_system - active), "max_batch": self.max_batch}
@@ -149,19 +176,40 @@ class Engine:
     # Scheduler thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
-        with torch.inference_mode():
-            while self._admit() and not self._stopping.is_set():
-                try:
-                    self._step()
-                except Exception as exc:  # keep serving: fail the rows in flight, not the server
-                    self._fail_all(f"generation failed: {exc}")
+        try:
+            with torch.inference_mode():
+                while self._admit() and not self._stopping.is_set():
+                    try:
+                        self._step()
+                    except Exception as exc:  # the shared decoder step failed: fail its rows, keep serving
+                        log.exception("decoder step failed")
+                        self._fail_all(f"generation failed: {_reason(exc)}")
             self._fail_all("the server is shutting down")
+            self._fail_queued("the server is shutting down")
+        except BaseException as exc:  # a bug in the scheduler itself: say so and let the server stop
+            self.failure = _reason(exc)
+            log.critical("the scheduler thread died: %s", self.failure, exc_info=True)
+            message = f"the generation engine has stopped ({self.failure})"
+            self._fail_all(message)
+            self._fail_queued(message)
+            if self.on_fatal is not None:
+                self.on_fatal(self.failure)
 
     def _fail_all(self, message: str) -> None:
         for row, job in enumerate(self.rows):
             if job is not None:
                 self._fail(job, message)
                 self._release(row)
+
+    def _fail_queued(self, message: str) -> None:
+        """Fail every job still in the inbox, so that no request waits for a scheduler that is gone."""
+        while True:
+            try:
+                job = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                self._fail(job, message)
 
     def _admit(self) -> bool:
         """Prefill waiting jobs into free rows, together; block while there is nothing to do. False on stop."""
@@ -246,8 +294,16 @@ class Engine:
             self.pending[row] = logits[row]
 
     def _sample_and_advance(self, row: int, job: Job, logits: torch.Tensor) -> None:
-        token = self._sample(job, logits)
-        if self._advance(job, token):
+        """Sample one row; a failure there (a bug, or values sampling cannot handle) fails that row alone."""
+        try:
+            token = self._sample(job, logits)
+            keep = self._advance(job, token)
+        except Exception as exc:
+            log.exception("sampling failed for one completion")
+            self._release(row)
+            self._fail(job, f"sampling failed: {_reason(exc)}")
+            return
+        if keep:
             self.feed[row] = token
         else:
             self._release(row)
@@ -256,12 +312,8 @@ class Engine:
         spec = job.spec
         logits = logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)  # the model's own distribution, as OpenAI reports
-        adjusted = logits.clone()
+        adjusted = adjust_logits(logits.clone(), job.counts, spec.frequency_penalty, spec.presence_penalty, job.bias)
         adjusted[BOS_ID] = float("-inf")  # BOS only ever starts a sequence
-        if job.bias is not None:
-            adjusted += job.bias
-        if spec.frequency_penalty or spec.presence_penalty:
-            adjusted -= job.counts * spec.frequency_penalty + (job.counts > 0).float() * spec.presence_penalty
         token = int(sample_next(adjusted[None], job.history[None], spec.params, job.generator)[0])
         job.history = torch.cat([job.history, torch.tensor([token])])
         job.counts[token] += 1
@@ -274,7 +326,7 @@ class Engine:
         job.n_generated += 1
         if token == EOS_ID:
             self._emit(job, len(job.out))
-            self._finish(job, "stop")
+            self._finish(job, "stop", job.records[-1] if job.spec.logprobs is not None else None)
             return False
         job.out.append(token)
         cut = find_stop(job.out, job.spec.stop, job.emitted)
@@ -296,8 +348,8 @@ class Engine:
             job.sink(Chunk(job.index, bytes(job.out[job.emitted : end]), records))
             job.emitted = end
 
-    def _finish(self, job: Job, reason: str) -> None:
-        job.sink(Finished(job.index, reason, job.n_generated))
+    def _finish(self, job: Job, reason: str, eos: ByteLogprob | None = None) -> None:
+        job.sink(Finished(job.index, reason, job.n_generated, eos))
         self._done(job)
 
     def _fail(self, job: Job, message: str) -> None:
@@ -313,6 +365,11 @@ class Engine:
         self.pending.pop(row, None)
         self.feed.pop(row, None)
         self.decoder.release(row)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def _record(logprobs: torch.Tensor, token: int, top: int) -> ByteLogprob:

@@ -10,8 +10,9 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import uvicorn
 from fastapi import FastAPI
+
+from multiscale_transformer.serving.http import make_server
 
 
 @contextmanager
@@ -21,7 +22,7 @@ def live_server(app: FastAPI, ready_timeout_s: float = 60.0, wait_ready: bool = 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = make_server(app, app.state.settings)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="axl-uvicorn", daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

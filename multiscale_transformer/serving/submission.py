@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 
-from multiscale_transformer.serving.engine import Engine, Event, Failed, Finished, ServerBusy, Spec
+from multiscale_transformer.serving.engine import Engine, EngineDead, Event, Failed, Finished, ServerBusy, Spec
 from multiscale_transformer.serving.errors import APIError
 
 POLL_S = 0.1  # how often a waiting request checks whether its client has gone
@@ -32,6 +32,8 @@ class Submission:
             self.jobs = engine.submit(specs, sink)
         except ServerBusy as exc:
             raise APIError(429, f"{exc}; retry later", code="server_busy") from None
+        except EngineDead as exc:
+            raise APIError(503, str(exc), code="engine_dead") from None
         self.remaining = len(specs)
 
     def cancel(self) -> None:
