@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from multiscale_transformer.evaluation.baselines import compressor_baselines
-    from multiscale_transformer.evaluation.bpb import evaluate_documents, validation_documents
+    from multiscale_transformer.evaluation.bpb import evaluate_documents, held_out_documents
     from multiscale_transformer.evaluation.probes import MODES, run_probe
 
     if args.data:
@@ -55,13 +55,14 @@ def run(args: argparse.Namespace) -> int:
     context = model.config.max_seq_len
     if args.stride is not None and args.stride > context:
         raise UserError(f"--stride must be at most the model's context ({context}), got {args.stride}")
-    docs = validation_documents(args.data, args.glob, args.val_fraction, args.all_files)
+    docs, skipped = held_out_documents(args.data, args.glob, args.val_fraction, args.all_files)
     result = evaluate_documents(model, docs, args.stride, args.fine_only, args.batch_size, progress=not args.json)
     baselines = None if args.no_baselines else compressor_baselines([d.data for d in docs])
     probes = [run_probe(model, mode, args.max_new_tokens, args.seed) for mode in MODES] if args.generation else []
 
     if args.json:
         out: dict[str, Any] = result.to_json()
+        out["skipped_files"] = dict(skipped.counts)
         if baselines is not None:
             out["baselines"] = baselines.to_json()
         if probes:
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     _print_tables(result, baselines)
+    if skipped.total:
+        print(f"files skipped while reading the data (not scored): {skipped.summary()}")
     for p in probes:
         print(
             f"generation ({p.mode}): {p.parse_rate:.0%} of {len(p.completions)} functions parse, "

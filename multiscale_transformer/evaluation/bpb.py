@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.model import MultiScaleTransformer
-from multiscale_transformer.training.data import Document, collect_documents, split_documents
+from multiscale_transformer.training.data import Document, SkipStats, collect_documents, split_documents
 from multiscale_transformer.training.tokenizer import EOS_ID
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -108,13 +108,23 @@ def validation_documents(
 ) -> list[Document]:
     """The held-out files: the validation split of `paths` (default: the stdlib), computed by the very
     functions `axl train` uses, so the two can never disagree; `all_files` scores every file instead."""
-    docs, _ = collect_documents(paths, glob)
+    return held_out_documents(paths, glob, val_fraction, all_files)[0]
+
+
+def held_out_documents(
+    paths: list[Path] | None, glob: str = "*.py", val_fraction: float = 0.05, all_files: bool = False
+) -> tuple[list[Document], SkipStats]:
+    """`validation_documents` and the files left out of the corpus, counted per reason."""
+    docs, skipped = collect_documents(paths, glob)
     if not all_files:
         _, docs = split_documents(docs, val_fraction)
     if not docs:
         where = ", ".join(map(str, paths)) if paths else "the standard library"
-        raise UserError(f"no usable files matching {glob!r} to evaluate under {where}")
-    return docs
+        # Name the glob only where it applied: files given directly are read whatever their names.
+        matching = f" matching {glob!r}" if not paths or any(p.is_dir() for p in paths) else ""
+        why = f" ({skipped.summary()})" if skipped.total else ""
+        raise UserError(f"no usable files{matching} to evaluate under {where}{why}")
+    return docs, skipped
 
 
 @torch.no_grad()

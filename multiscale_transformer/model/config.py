@@ -44,7 +44,16 @@ class ModelConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        self.downsample_factors = [int(k) for k in self.downsample_factors]
+        factors = self.downsample_factors
+        if not isinstance(factors, list | tuple) or not all(_is_int(k) for k in factors):
+            raise UserError(f"config: downsample_factors must be a list of integers such as [1, 2, 4], got {factors!r}")
+        self.downsample_factors = [int(k) for k in factors]
+        for name in ("dropout", "rope_theta", "norm_eps", "init_std"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UserError(f"config: {name} must be a number, got {value!r}")
+        if not isinstance(self.bias, bool):
+            raise UserError(f"config: bias must be true or false, got {self.bias!r}")
         ints = ("vocab_size", "d_model", "n_heads", "d_ff", "n_layers_per_scale", "max_seq_len")
         for name in ints:
             value = getattr(self, name)
@@ -115,6 +124,15 @@ class ModelConfig:
         fixed = estimate_parameters(dataclasses.replace(self, downsample_factors=[1], n_layers_per_scale=1))
         layers = max(1, round((target - fixed) / per_layer) + 1)
         return dataclasses.replace(self, downsample_factors=[1], n_cross_attn_layers=0, n_layers_per_scale=layers)
+
+
+def _is_int(value: Any) -> bool:
+    return not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
+
+
+def memory_bytes(cfg: ModelConfig) -> int:
+    """What building the model allocates: float32 weights and the RoPE table (complex64, per position)."""
+    return 4 * estimate_parameters(cfg) + 8 * cfg.max_seq_len * (cfg.head_dim // 2)
 
 
 def _divisors(n: int) -> list[int]:

@@ -45,6 +45,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions of a new file
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, permissions: one line, and no partial file left behind
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -90,8 +93,13 @@ def save_model(
     atomic_write_bytes(directory / WEIGHTS_NAME, st_save(state, metadata={"format": "pt"}))
     if pt_name:
         tmp = directory / f".{pt_name}.tmp"
-        torch.save({"model_state_dict": state, "config": config}, tmp)
-        os.replace(tmp, directory / pt_name)
+        try:
+            torch.save({"model_state_dict": state, "config": config}, tmp)
+            os.replace(tmp, directory / pt_name)
+        except (OSError, RuntimeError) as exc:  # torch reports a failed write (disk full) as RuntimeError
+            tmp.unlink(missing_ok=True)
+            reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0][:160]
+            raise UserError(f"cannot write {directory / pt_name}: {reason}") from None
     return directory
 
 
@@ -125,6 +133,9 @@ def _read(path: Path, map_location: str | torch.device) -> tuple[ModelConfig, di
         pts = sorted(path.glob("*.pt"))
         if not pts:
             raise UserError(f"{path}: no {WEIGHTS_NAME} or .pt checkpoint in this directory")
+        if len(pts) > 1:  # picking one silently could serve the wrong model
+            names = ", ".join(p.name for p in pts)
+            raise UserError(f"{path}: several .pt checkpoints ({names}); pass one of them, e.g. --model {pts[0]}")
         path = pts[0]
     if path.suffix == ".safetensors":
         return load_config(path.parent), _read_safetensors(path), path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.attention import Attention
 from multiscale_transformer.model.cache import CacheView
-from multiscale_transformer.model.config import ModelConfig
+from multiscale_transformer.model.config import ModelConfig, memory_bytes
 from multiscale_transformer.model.layers import RMSNorm, SwiGLU, rope_tables
 from multiscale_transformer.model.scales import Downsample, Upsample, cross_mask, n_tokens, span_ends
 
@@ -84,6 +86,7 @@ class MultiScaleTransformer(nn.Module):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise TypeError(f"MultiScaleTransformer takes a ModelConfig, not {type(config).__name__}")
+        _check_memory(config)
         self.config = cfg = config
         factors = cfg.downsample_factors
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
@@ -227,3 +230,18 @@ class MultiScaleTransformer(nn.Module):
         from multiscale_transformer.model.io import save_model
 
         return save_model(self, directory, **extra)
+
+
+def _check_memory(cfg: ModelConfig) -> None:
+    """Refuse, in one line, a config whose weights alone would not fit in this machine's memory."""
+    need = memory_bytes(cfg)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: let the allocator decide
+        return
+    if need > have:
+        raise UserError(
+            f"config: this model needs {need / 1e9:.1f} GB for its weights and RoPE table "
+            f"(d_model {cfg.d_model}, d_ff {cfg.d_ff}, max_seq_len {cfg.max_seq_len}); "
+            f"this machine has {have / 1e9:.1f} GB"
+        )

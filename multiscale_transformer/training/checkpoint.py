@@ -39,6 +39,14 @@ def list_checkpoints(out: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def remove_partial(out: Path) -> None:
+    """Delete temporary files that an interrupted save left behind (they hold no usable state)."""
+    directory = checkpoint_dir(out)
+    if directory.is_dir():
+        for leftover in directory.glob(".step_*.pt.tmp"):
+            leftover.unlink(missing_ok=True)
+
+
 def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -56,12 +64,20 @@ def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep: int = 3) 
     """Write atomically (temporary file in the same directory, fsync, rename), then prune to `keep`."""
     path = checkpoint_path(out, step)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_partial(out)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, "version": VERSION, "step": step, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, "step": step, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch reports a failed write (disk full) as RuntimeError
+        tmp.unlink(missing_ok=True)  # a partial file would keep a full disk full
+        previous = latest_checkpoint(out)
+        kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
+        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0][:160]
+        raise UserError(f"cannot write checkpoint {path}: {reason}; {kept} (free space, then --resume)") from None
     for old in list_checkpoints(out)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path
