@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from multiscale_transformer.errors import UserError
-from multiscale_transformer.generation.generate import TextStream, held_back, stream, with_file_start
+from multiscale_transformer.generation.generate import TextStream, stream, with_file_start
+from multiscale_transformer.generation.row import held_back
 from multiscale_transformer.generation.sampling import SamplingParams
 
 from .conftest import make_model

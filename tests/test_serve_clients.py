@@ -237,3 +237,26 @@ def test_logit_bias_and_penalties_change_the_choice(client: openai.OpenAI) -> No
         model=NAME, prompt="x", max_tokens=60, temperature=0, logit_bias={"65": 30}, frequency_penalty=2
     )
     assert mixed.choices[0].text.startswith("A") and "A" * 30 not in mixed.choices[0].text
+
+
+def test_axl_generate_has_every_sampling_option_and_equals_the_server(client: openai.OpenAI, model_dir: Path) -> None:
+    """Frequency/presence penalties and logit_bias through `axl generate` give the server's bytes."""
+    import subprocess
+    import sys
+
+    extra = {"frequency_penalty": 1.5, "presence_penalty": -0.5, "logit_bias": {"32": 8, "257": -100}}
+    out = client.completions.create(model=NAME, prompt="def f(x):", max_tokens=40, seed=11, extra_body=extra)
+    cli = subprocess.run(
+        [
+            sys.executable, "-m", "multiscale_transformer", "generate", "--model", str(model_dir),
+            "--max-new-tokens", "40", "--seed", "11", "--no-echo",
+            "--frequency-penalty", "1.5", "--presence-penalty", "-0.5",
+            "--logit-bias", "32=8", "--logit-bias", "257=-100", "def f(x):",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.removesuffix("\n") == out.choices[0].text
+    plain = client.completions.create(model=NAME, prompt="def f(x):", max_tokens=40, seed=11)
+    assert plain.choices[0].text != out.choices[0].text  # the options did change the sampling
+    assert out.choices[0].text.count(" ") > plain.choices[0].text.count(" ")  # the +8 bias on spaces shows

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from multiscale_transformer.serving import engine as engine_module
+from multiscale_transformer.generation import row as row_module
 from multiscale_transformer.serving.app import create_app
 from multiscale_transformer.serving.live import live_server
 
@@ -92,14 +92,14 @@ def test_numeric_extremes_complete_and_a_concurrent_stream_is_untouched(url: str
 
 
 def test_a_failure_inside_sampling_fails_that_request_alone(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = engine_module.sample_next
+    real = row_module.sample_next
 
     def poisoned(logits, history, params, generator=None):  # type: ignore[no-untyped-def]
         if params.top_k == 7:  # only the poisoned request asks for top_k 7
             raise RuntimeError("probability tensor contains either inf, nan or element < 0")
         return real(logits, history, params, generator)
 
-    monkeypatch.setattr(engine_module, "sample_next", poisoned)
+    monkeypatch.setattr(row_module, "sample_next", poisoned)
     results: list[dict] = []
     background = stream_in_background(url, results)
     time.sleep(0.3)

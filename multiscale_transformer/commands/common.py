@@ -33,6 +33,7 @@ positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 non_negative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
 non_negative_float = _checked(float, lambda v: 0 <= v < float("inf"), "a number >= 0")  # also rejects NaN
 positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")
+penalty = _checked(float, lambda v: -2 <= v <= 2, "a number in [-2, 2]")  # OpenAI's frequency/presence range
 fraction = _checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 

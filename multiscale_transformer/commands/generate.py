@@ -13,19 +13,44 @@ from multiscale_transformer.commands.common import (
     load_model_from_args,
     non_negative_float,
     non_negative_int,
+    penalty,
     set_threads,
 )
 from multiscale_transformer.errors import UserError
+from multiscale_transformer.model.config import GENERATION_DEFAULTS
+
+
+def logit_bias(text: str) -> tuple[int, float]:
+    """ID=BIAS, as the server's logit_bias {"ID": BIAS}."""
+    token, sep, value = text.partition("=")
+    try:
+        pair = (int(token), float(value))
+    except ValueError:
+        pair = None
+    if not sep or pair is None or not 0 <= pair[0] <= 257 or not -100 <= pair[1] <= 100:
+        raise argparse.ArgumentTypeError(f"expected ID=BIAS with ID in 0..257 and BIAS in [-100, 100], got {text!r}")
+    return pair
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("prompt", help="the text to complete, e.g. 'def fibonacci(n):'")
-    p.add_argument("--max-new-tokens", type=non_negative_int, default=256, help="bytes to generate (default 256)")
-    p.add_argument("--temperature", type=non_negative_float, default=0.8, help="0 = greedy (default 0.8)")
-    p.add_argument("--top-k", type=non_negative_int, default=40, help="0 = off (default 40)")
-    p.add_argument("--top-p", type=non_negative_float, default=0.9, help="nucleus mass (default 0.9)")
-    p.add_argument("--repetition-penalty", type=non_negative_float, default=1.1, help="default 1.1; 1 = off")
+    d = GENERATION_DEFAULTS
+    p.add_argument("--max-new-tokens", type=non_negative_int, default=d["max_new_tokens"], help="bytes to generate")
+    p.add_argument("--temperature", type=non_negative_float, default=d["temperature"], help="0 = greedy")
+    p.add_argument("--top-k", type=non_negative_int, default=d["top_k"], help="0 = off")
+    p.add_argument("--top-p", type=non_negative_float, default=d["top_p"], help="nucleus mass")
+    p.add_argument("--repetition-penalty", type=non_negative_float, default=d["repetition_penalty"], help="1 = off")
+    p.add_argument("--frequency-penalty", type=penalty, default=0.0, help="OpenAI's, in [-2, 2] (default 0)")
+    p.add_argument("--presence-penalty", type=penalty, default=0.0, help="OpenAI's, in [-2, 2] (default 0)")
+    p.add_argument(
+        "--logit-bias",
+        type=logit_bias,
+        action="append",
+        default=[],
+        metavar="ID=BIAS",
+        help="add BIAS (-100..100) to byte id ID's logit, e.g. 257=-100 never ends (repeatable)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
     p.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
     p.add_argument("--no-echo", action="store_true", help="print only the completion, not the prompt")
@@ -35,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from multiscale_transformer.generation.generate import TextStream
     from multiscale_transformer.generation.sampling import SamplingParams
-    from multiscale_transformer.training.tokenizer import ByteTokenizer
+    from multiscale_transformer.model.vocab import ByteTokenizer
 
     if not args.prompt:
         raise UserError("the prompt is empty: give at least one character")
@@ -44,7 +69,17 @@ def run(args: argparse.Namespace) -> int:
     params = SamplingParams(args.temperature, args.top_k, args.top_p, args.repetition_penalty)
     model = load_model_from_args(args)
     stops = [s.encode("utf-8", "surrogateescape") for s in args.stop]
-    completion = TextStream(model, prompt_ids, args.max_new_tokens, params, stops, args.seed)
+    completion = TextStream(
+        model,
+        prompt_ids,
+        args.max_new_tokens,
+        params,
+        stops,
+        args.seed,
+        frequency_penalty=args.frequency_penalty,
+        presence_penalty=args.presence_penalty,
+        logit_bias=dict(args.logit_bias),
+    )
     out = sys.stdout
     if not args.no_echo:
         out.write(args.prompt)

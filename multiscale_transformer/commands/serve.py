@@ -13,6 +13,7 @@ from multiscale_transformer.commands.common import (
     set_threads,
 )
 from multiscale_transformer.errors import UserError
+from multiscale_transformer.model.config import GENERATION_DEFAULTS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--max-tokens-limit", type=positive_int, default=4096, help="largest max_tokens accepted (default 4096)"
     )
     p.add_argument(
-        "--default-max-tokens", type=positive_int, default=256, help="max_tokens when a request omits it (256)"
+        "--default-max-tokens",
+        type=positive_int,
+        default=GENERATION_DEFAULTS["max_new_tokens"],
+        help="max_tokens when a request omits it (default: the generation config's max_new_tokens)",
     )
     p.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="largest request body (default 1 MiB)")
     p.add_argument("--chat-template", default=None, help="JSON file: system, user, assistant, generation_prompt, stop")

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.model import MultiScaleTransformer
+from multiscale_transformer.model.vocab import EOS_ID
 from multiscale_transformer.training.data import Document, SkipStats, collect_documents, split_documents
-from multiscale_transformer.training.tokenizer import EOS_ID
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
-from multiscale_transformer.generation.generate import EOS_ID, stream
+from multiscale_transformer.generation.generate import stream
 from multiscale_transformer.generation.sampling import SamplingParams
+from multiscale_transformer.model.config import GENERATION_DEFAULTS
 from multiscale_transformer.model.model import MultiScaleTransformer
+from multiscale_transformer.model.vocab import EOS_ID
 
 HEADERS: tuple[str, ...] = (
     "def add(a, b):\n",
@@ -36,7 +38,7 @@ HEADERS: tuple[str, ...] = (
 
 MODES: dict[str, SamplingParams] = {
     "greedy": SamplingParams(temperature=0.0, top_k=None, top_p=None, repetition_penalty=1.0),
-    "sampled": SamplingParams(),  # the published defaults: temperature 0.8, top-k 40, top-p 0.9, penalty 1.1
+    "sampled": SamplingParams(),  # the published defaults (model/io.py GENERATION_DEFAULTS)
 }
 
 
@@ -101,7 +103,7 @@ def function_end(text: bytes | bytearray) -> int | None:
 def run_probe(
     model: MultiScaleTransformer,
     mode: str,
-    max_new_tokens: int = 256,
+    max_new_tokens: int = GENERATION_DEFAULTS["max_new_tokens"],
     seed: int = 0,
     headers: tuple[str, ...] = HEADERS,
 ) -> ProbeResult:

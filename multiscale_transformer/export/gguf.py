@@ -20,7 +20,7 @@ import numpy as np
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.export.vocab import byte_vocab
-from multiscale_transformer.training.tokenizer import BOS_ID, EOS_ID
+from multiscale_transformer.model.vocab import BOS_ID, EOS_ID
 
 if TYPE_CHECKING:
     import torch

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from multiscale_transformer.training.tokenizer import BOS_ID, EOS_ID
+from multiscale_transformer.model.vocab import BOS_ID, EOS_ID
 
 BOS_TEXT = "<|bos|>"
 EOS_TEXT = "<|eos|>"

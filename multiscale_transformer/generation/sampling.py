@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from multiscale_transformer.errors import UserError
+from multiscale_transformer.model.config import GENERATION_DEFAULTS
 
 # Below this temperature sampling is greedy. Smaller values are not representable as a divisor in
 # float32 (1e-300 is 0 there), and at 1e-5 a logit gap of 0.001 already gives odds of e^100 : 1.
@@ -23,10 +24,10 @@ GREEDY_BELOW_TEMPERATURE = 1e-5
 class SamplingParams:
     """The published AXL defaults; temperature 0 (or below GREEDY_BELOW_TEMPERATURE) means greedy."""
 
-    temperature: float = 0.8
-    top_k: int | None = 40
-    top_p: float | None = 0.9
-    repetition_penalty: float = 1.1
+    temperature: float = GENERATION_DEFAULTS["temperature"]
+    top_k: int | None = GENERATION_DEFAULTS["top_k"]
+    top_p: float | None = GENERATION_DEFAULTS["top_p"]
+    repetition_penalty: float = GENERATION_DEFAULTS["repetition_penalty"]
 
     def __post_init__(self) -> None:
         if not 0 <= self.temperature < float("inf"):

@@ -13,7 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from multiscale_transformer.errors import UserError
+from multiscale_transformer.model.vocab import BOS_ID, EOS_ID, VOCAB_SIZE
 
+# The published AXL generation_config.json: the one source of the sampling defaults, read by
+# SamplingParams, model.generate, `axl generate`, the evaluator's probe, the server and the GGUF export.
+GENERATION_DEFAULTS: dict[str, Any] = {
+    "max_new_tokens": 256,
+    "temperature": 0.8,
+    "top_k": 40,
+    "top_p": 0.9,
+    "repetition_penalty": 1.1,
+    "do_sample": True,
+    "bos_token_id": BOS_ID,
+    "eos_token_id": EOS_ID,
+}
 # Keys that published AXL config.json files carry but that are not hyper-parameters.
 _PUBLISHED_EXTRA_KEYS = {
     "model_type",
@@ -59,8 +72,10 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"config: {name} must be a positive integer, got {value!r}")
-        if self.vocab_size < 258:
-            raise UserError(f"config: vocab_size must be at least 258 (256 bytes + BOS + EOS), got {self.vocab_size}")
+        if self.vocab_size < VOCAB_SIZE:
+            raise UserError(
+                f"config: vocab_size must be at least {VOCAB_SIZE} (256 bytes + BOS + EOS), got {self.vocab_size}"
+            )
         if self.d_model % self.n_heads:
             raise UserError(
                 f"config: d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "

@@ -15,22 +15,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from multiscale_transformer.errors import UserError
-from multiscale_transformer.model.config import ModelConfig, load_config
+from multiscale_transformer.model.config import GENERATION_DEFAULTS, ModelConfig, load_config
 
 if TYPE_CHECKING:
     from multiscale_transformer.model.model import MultiScaleTransformer
 
-# The published AXL generation_config.json.
-GENERATION_DEFAULTS: dict[str, Any] = {
-    "max_new_tokens": 256,
-    "temperature": 0.8,
-    "top_k": 40,
-    "top_p": 0.9,
-    "repetition_penalty": 1.1,
-    "do_sample": True,
-    "bos_token_id": 256,
-    "eos_token_id": 257,
-}
 WEIGHTS_NAME = "model.safetensors"
 PT_NAME = "model.pt"
 

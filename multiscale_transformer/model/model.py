@@ -14,7 +14,7 @@ from torch import nn
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.attention import Attention
 from multiscale_transformer.model.cache import CacheView
-from multiscale_transformer.model.config import ModelConfig, memory_bytes
+from multiscale_transformer.model.config import GENERATION_DEFAULTS, ModelConfig, memory_bytes
 from multiscale_transformer.model.layers import RMSNorm, SwiGLU, rope_tables
 from multiscale_transformer.model.scales import Downsample, Upsample, cross_mask, n_tokens, span_ends
 
@@ -190,11 +190,11 @@ class MultiScaleTransformer(nn.Module):
     def generate(
         self,
         idx: torch.Tensor,
-        max_new_tokens: int = 256,
-        temperature: float = 0.8,
-        top_k: int | None = 40,
-        top_p: float | None = 0.9,
-        repetition_penalty: float = 1.1,
+        max_new_tokens: int = GENERATION_DEFAULTS["max_new_tokens"],
+        temperature: float = GENERATION_DEFAULTS["temperature"],
+        top_k: int | None = GENERATION_DEFAULTS["top_k"],
+        top_p: float | None = GENERATION_DEFAULTS["top_p"],
+        repetition_penalty: float = GENERATION_DEFAULTS["repetition_penalty"],
         seed: int | None = None,
         generator: torch.Generator | None = None,
         stop_at_eos: bool = True,

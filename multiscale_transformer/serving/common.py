@@ -17,7 +17,8 @@ from starlette.requests import ClientDisconnect
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.generation.sampling import SamplingParams
-from multiscale_transformer.model.io import GENERATION_DEFAULTS
+from multiscale_transformer.model.config import GENERATION_DEFAULTS
+from multiscale_transformer.model.vocab import VOCAB_SIZE
 from multiscale_transformer.serving.chat import ChatTemplate
 from multiscale_transformer.serving.errors import APIError, validation_error
 from multiscale_transformer.serving.protocol import SamplingFields
@@ -145,8 +146,10 @@ def sampling_of(
     bias: dict[int, float] = {}
     for key, value in (req.logit_bias or {}).items():
         # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
-        if not (key.isascii() and key.isdigit()) or int(key) > 257:
-            raise APIError(400, f"logit_bias keys must be token ids 0..257, got {key!r}", param="logit_bias")
+        if not (key.isascii() and key.isdigit()) or int(key) >= VOCAB_SIZE:
+            raise APIError(
+                400, f"logit_bias keys must be token ids 0..{VOCAB_SIZE - 1}, got {key!r}", param="logit_bias"
+            )
         bias[int(key)] = value
     # Without a seed each request draws its own, so no two requests share random state.
     seed = secrets.randbits(63) if req.seed is None else req.seed % (1 << 64)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from multiscale_transformer.model.vocab import EOS_ID
 from multiscale_transformer.serving.common import (
     SSE_DONE,
     check_capacity,
@@ -33,7 +34,6 @@ from multiscale_transformer.serving.protocol import (
 )
 from multiscale_transformer.serving.submission import ClientGone, Submission
 from multiscale_transformer.serving.tokens import token_text
-from multiscale_transformer.training.tokenizer import EOS_ID
 
 router = APIRouter()
 

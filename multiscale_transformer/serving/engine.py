@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from multiscale_transformer.generation.generate import find_stop, held_back, new_decoder, with_file_start
-from multiscale_transformer.generation.sampling import SamplingParams, adjust_logits, sample_next
-from multiscale_transformer.training.tokenizer import BOS_ID, EOS_ID
+from multiscale_transformer.generation.generate import new_decoder, with_file_start
+from multiscale_transformer.generation.row import CompletionOptions, RowState
+from multiscale_transformer.generation.sampling import SamplingParams
+from multiscale_transformer.model.vocab import EOS_ID
 
 if TYPE_CHECKING:
     from multiscale_transformer.model.model import MultiScaleTransformer
@@ -101,14 +102,14 @@ class Job:
         self.index = index
         self.sink = sink
         self.cancelled = False  # set by the event loop; read by the scheduler once per step
-        self.generator = torch.Generator().manual_seed(spec.seed)
-        self.history = torch.tensor(spec.prompt, dtype=torch.long)
-        self.counts = torch.zeros(0)
-        self.bias: torch.Tensor | None = None  # logit_bias as one (V,) tensor, built at admission
-        self.out = bytearray()
-        self.records: list[ByteLogprob] = []
-        self.emitted = 0
-        self.n_generated = 0
+        self.state: RowState | None = None  # the decoding state, made at admission by the scheduler
+        self.records: list[ByteLogprob] = []  # one per sampled byte, when logprobs were asked for
+
+    def options(self) -> CompletionOptions:
+        s = self.spec
+        return CompletionOptions(
+            s.max_tokens, s.params, tuple(s.stop), s.frequency_penalty, s.presence_penalty, s.logit_bias
+        )
 
 
 class Engine:
@@ -241,11 +242,8 @@ class Engine:
                 if spec.max_tokens == 0:
                     self._finish(job, "length")
                     continue
-                job.counts = torch.zeros(self.vocab)
-                if spec.logit_bias:
-                    job.bias = torch.zeros(self.vocab)
-                    for token, value in spec.logit_bias.items():
-                        job.bias[token] = value
+                generator = torch.Generator().manual_seed(spec.seed)
+                job.state = RowState(spec.prompt, job.options(), generator, self.vocab)
             except Exception as exc:
                 self._fail(job, f"prefill failed: {exc}")
                 continue
@@ -309,47 +307,29 @@ class Engine:
             self._release(row)
 
     def _sample(self, job: Job, logits: torch.Tensor) -> int:
-        spec = job.spec
-        logits = logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1)  # the model's own distribution, as OpenAI reports
-        adjusted = adjust_logits(logits.clone(), job.counts, spec.frequency_penalty, spec.presence_penalty, job.bias)
-        adjusted[BOS_ID] = float("-inf")  # BOS only ever starts a sequence
-        token = int(sample_next(adjusted[None], job.history[None], spec.params, job.generator)[0])
-        job.history = torch.cat([job.history, torch.tensor([token])])
-        job.counts[token] += 1
-        if spec.logprobs is not None:
-            job.records.append(_record(logprobs, token, spec.logprobs))
+        assert job.state is not None
+        token = job.state.sample(logits)
+        if job.spec.logprobs is not None:  # the model's own distribution, as OpenAI reports
+            job.records.append(_record(torch.log_softmax(logits.float(), dim=-1), token, job.spec.logprobs))
         return token
 
     def _advance(self, job: Job, token: int) -> bool:
-        """Account for one sampled byte; emit what is final; False when the job has finished."""
-        job.n_generated += 1
-        if token == EOS_ID:
-            self._emit(job, len(job.out))
-            self._finish(job, "stop", job.records[-1] if job.spec.logprobs is not None else None)
-            return False
-        job.out.append(token)
-        cut = find_stop(job.out, job.spec.stop, job.emitted)
-        if cut is not None:
-            self._emit(job, cut)
-            self._finish(job, "stop")
-            return False
-        if job.n_generated >= job.spec.max_tokens:
-            self._emit(job, len(job.out))
-            self._finish(job, "length")
-            return False
-        # Bytes that could begin a stop sequence wait until they cannot.
-        self._emit(job, len(job.out) - held_back(job.out, job.spec.stop))
-        return True
-
-    def _emit(self, job: Job, end: int) -> None:
-        if end > job.emitted:
-            records = job.records[job.emitted : end] if job.spec.logprobs is not None else []
-            job.sink(Chunk(job.index, bytes(job.out[job.emitted : end]), records))
-            job.emitted = end
+        """Account for one sampled byte; send what is final; False when the job has finished."""
+        state = job.state
+        assert state is not None
+        start = state.emitted
+        accepted = state.accept(token)
+        if accepted.text:
+            records = job.records[start : state.emitted] if job.spec.logprobs is not None else []
+            job.sink(Chunk(job.index, accepted.text, records))
+        if accepted.finish_reason is None:
+            return True
+        eos = job.records[-1] if token == EOS_ID and job.spec.logprobs is not None else None
+        self._finish(job, accepted.finish_reason, eos)
+        return False
 
     def _finish(self, job: Job, reason: str, eos: ByteLogprob | None = None) -> None:
-        job.sink(Finished(job.index, reason, job.n_generated, eos))
+        job.sink(Finished(job.index, reason, job.state.n_generated if job.state else 0, eos))
         self._done(job)
 
     def _fail(self, job: Job, message: str) -> None:

@@ -6,7 +6,7 @@ tokens as "bytes:\\xNN" and gives the raw values in a `bytes` field, which we fo
 
 from __future__ import annotations
 
-from multiscale_transformer.training.tokenizer import BOS_ID, EOS_ID
+from multiscale_transformer.model.vocab import BOS_ID, EOS_ID
 
 SPECIAL = {BOS_ID: "<|bos|>", EOS_ID: "<|endoftext|>"}
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.io import atomic_write_bytes, atomic_write_json
-from multiscale_transformer.training.tokenizer import EOS_ID
+from multiscale_transformer.model.vocab import EOS_ID
 
 CACHE_VERSION = 1
 # Directories of the standard library that hold its own test suite: left out of the default corpus

@@ -1,52 +1,5 @@
-"""ByteTokenizer: 256 byte values plus BOS (256) and EOS (257); nothing to train."""
+"""The AXL card's import path for the tokenizer; the vocabulary is defined in model/vocab.py."""
 
-from __future__ import annotations
+from multiscale_transformer.model.vocab import BOS_ID, EOS_ID, VOCAB_SIZE, ByteTokenizer
 
-from collections.abc import Iterable
-
-from multiscale_transformer.errors import UserError
-
-BOS_ID = 256
-EOS_ID = 257
-VOCAB_SIZE = 258
-
-
-class ByteTokenizer:
-    """UTF-8 bytes as ids 0..255, with BOS and EOS as the two extra ids of AXL's 258-id vocabulary."""
-
-    vocab_size = VOCAB_SIZE
-    bos_id = BOS_ID
-    eos_id = EOS_ID
-
-    def encode(self, text: str | bytes, add_bos: bool = False, add_eos: bool = False) -> list[int]:
-        if isinstance(text, str):
-            try:
-                data = text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                # Lone surrogates (e.g. from a bad decode with surrogateescape) have no UTF-8 form.
-                raise UserError(f"text is not encodable as UTF-8 at character {exc.start}: {exc.reason}") from None
-        elif isinstance(text, bytes | bytearray | memoryview):
-            data = bytes(text)
-        else:
-            raise TypeError(f"encode() takes str or bytes, not {type(text).__name__}")
-        ids = list(data)
-        if add_bos:
-            ids.insert(0, BOS_ID)
-        if add_eos:
-            ids.append(EOS_ID)
-        return ids
-
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The raw bytes of the ids, with BOS/EOS skipped; ids outside 0..257 raise ValueError."""
-        out = bytearray()
-        for i in ids:
-            i = int(i)
-            if 0 <= i < 256:
-                out.append(i)
-            elif i not in (BOS_ID, EOS_ID):
-                raise UserError(f"token id {i} is out of range; valid ids are 0..{VOCAB_SIZE - 1}")
-        return bytes(out)
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """Text of the ids; invalid UTF-8 (e.g. a character cut in half) becomes U+FFFD."""
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+__all__ = ["BOS_ID", "EOS_ID", "VOCAB_SIZE", "ByteTokenizer"]

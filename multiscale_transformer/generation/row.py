@@ -1,0 +1,125 @@
+"""One completion's decoding state: sampling options, history, stops with hold-back, EOS, finish reason.
+
+`RowState.sample` turns the model's logits for the next byte into a byte id (BOS masked, logit_bias
+and frequency/presence penalties applied, then `sample_next` with the row's own generator), and
+`RowState.accept` accounts for that byte: what text is now final, and whether the completion has
+finished and why. `axl generate` (TextStream) and the server's scheduler both drive this one state
+machine, so a seed gives the same bytes in both, and every sampling option exists in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from multiscale_transformer.errors import UserError
+from multiscale_transformer.generation.sampling import SamplingParams, adjust_logits, sample_next
+from multiscale_transformer.model.vocab import BOS_ID, EOS_ID, VOCAB_SIZE
+
+
+@dataclass(frozen=True)
+class CompletionOptions:
+    """Everything about one completion but its prompt: how to sample and when to stop."""
+
+    max_tokens: int
+    params: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[bytes, ...] = ()
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 0:
+            raise UserError(f"max_tokens must be >= 0, got {self.max_tokens}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2 <= getattr(self, name) <= 2:
+                raise UserError(f"{name} must be in [-2, 2], got {getattr(self, name)}")
+        for token, value in self.logit_bias.items():
+            if not 0 <= token < VOCAB_SIZE:
+                raise UserError(f"logit_bias keys must be token ids 0..{VOCAB_SIZE - 1}, got {token}")
+            if not -100 <= value <= 100:
+                raise UserError(f"logit_bias values must be in [-100, 100], got {value} for id {token}")
+
+
+@dataclass
+class Accepted:
+    """What one accepted byte released: text that is now final, and the finish reason once done."""
+
+    text: bytes
+    finish_reason: str | None  # None while generating; "stop" (EOS or a stop sequence) or "length"
+
+
+class RowState:
+    """The state of one completion in flight (one decoder row)."""
+
+    def __init__(
+        self, prompt: list[int], options: CompletionOptions, generator: torch.Generator | None, vocab: int
+    ) -> None:
+        self.options = options
+        self.generator = generator
+        self.stop = [s for s in options.stop if s]
+        self.history = torch.tensor(prompt, dtype=torch.long)
+        self.counts = torch.zeros(vocab)
+        self.bias: torch.Tensor | None = None
+        if options.logit_bias:
+            self.bias = torch.zeros(vocab)
+            for token, value in options.logit_bias.items():
+                self.bias[token] = value
+        self.out = bytearray()
+        self.emitted = 0
+        self.n_generated = 0
+        self.finish_reason: str | None = None
+
+    def sample(self, logits: torch.Tensor) -> int:
+        """The next byte id from the model's logits (V,) for it."""
+        o = self.options
+        logits = logits.float().clone()
+        adjusted = adjust_logits(logits, self.counts, o.frequency_penalty, o.presence_penalty, self.bias)
+        adjusted[BOS_ID] = float("-inf")  # BOS only ever starts a sequence
+        return int(sample_next(adjusted[None], self.history[None], o.params, self.generator)[0])
+
+    def accept(self, token: int) -> Accepted:
+        """Account for one sampled byte; bytes that could begin a stop sequence wait until they cannot."""
+        self.n_generated += 1
+        self.history = torch.cat([self.history, torch.tensor([token])])
+        self.counts[token] += 1
+        if token == EOS_ID:
+            return self._finish(len(self.out), "stop")
+        self.out.append(token)
+        cut = find_stop(self.out, self.stop, self.emitted)
+        if cut is not None:
+            return self._finish(cut, "stop")
+        if self.n_generated >= self.options.max_tokens:
+            return self._finish(len(self.out), "length")
+        return Accepted(self._release(len(self.out) - held_back(self.out, self.stop)), None)
+
+    def _finish(self, end: int, reason: str) -> Accepted:
+        self.finish_reason = reason
+        return Accepted(self._release(end), reason)
+
+    def _release(self, end: int) -> bytes:
+        text = bytes(self.out[self.emitted : end]) if end > self.emitted else b""
+        self.emitted = max(self.emitted, end)
+        return text
+
+
+def find_stop(out: bytearray, stops: list[bytes], emitted: int) -> int | None:
+    """Start of the earliest stop sequence in out that ends in the not-yet-emitted part."""
+    hits = []
+    for s in stops:
+        i = out.find(s, max(0, emitted - len(s) + 1))
+        if i >= 0:
+            hits.append(i)
+    return min(hits) if hits else None
+
+
+def held_back(out: bytearray, stops: list[bytes]) -> int:
+    """Length of the longest tail of out that is a proper prefix of some stop sequence."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(out)), best, -1):
+            if out.endswith(s[:n]):
+                best = n
+                break
+    return best
