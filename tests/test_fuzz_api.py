@@ -13,9 +13,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from multiscale_transformer.serving.app import create_app
-from multiscale_transformer.serving.live import live_server
 
 from .conftest import make_model
+from .live import live_server
 
 # Bounded: at most 80 requests per endpoint and mode; a small max_tokens limit keeps each one short.
 EXAMPLES = 80

@@ -16,10 +16,11 @@ import pytest
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.export.card import Measurement, fine_path_warning
 from multiscale_transformer.export.gguf import fine_path_tensors, tensor_type, write_gguf
-from multiscale_transformer.export.modelfile import CHAT_TEMPLATE, check_modelfile, parse_modelfile, render_modelfile
+from multiscale_transformer.export.modelfile import CHAT_TEMPLATE, render_modelfile
 from multiscale_transformer.export.vocab import BOS_TEXT, CONTROL, EOS_TEXT, byte_to_unicode, byte_vocab
 
 from .conftest import make_model
+from .modelfile import check_modelfile, parse_modelfile
 
 
 def axl(*args: str) -> subprocess.CompletedProcess:

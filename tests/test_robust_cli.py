@@ -47,13 +47,14 @@ def test_generate_with_extreme_sampling_values_completes(flag: list[str]) -> Non
         ({"max_seq_len": 1e9}, "max_seq_len must be a positive integer"),
     ],
 )
-def test_bad_configs_are_one_line(tmp_path: Path, change: dict, message: str) -> None:
+def test_bad_configs_are_one_line(
+    tmp_path: Path, change: dict, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     model_dir = make_model("tiny").save_pretrained(tmp_path / "m")
     config = json.loads((model_dir / "config.json").read_text())
     (model_dir / "config.json").write_text(json.dumps({**config, **change}))
-    result = axl("generate", "--model", str(model_dir), "--max-new-tokens", "2", "x")
-    assert result.returncode == 2
-    one_line_error(result.stderr, message)
+    assert main(["generate", "--model", str(model_dir), "--max-new-tokens", "2", "x"]) == 2
+    one_line_error(capsys.readouterr().err, message)
 
 
 def test_a_huge_config_is_refused_before_allocating() -> None:

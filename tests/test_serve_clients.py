@@ -17,9 +17,9 @@ from multiscale_transformer.generation.generate import TextStream
 from multiscale_transformer.generation.sampling import SamplingParams
 from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.serving.app import create_app
-from multiscale_transformer.serving.live import live_server
 
 from .conftest import make_model
+from .live import live_server
 
 KEY = "test-key-123"
 NAME = "axl-tiny"

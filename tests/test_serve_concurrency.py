@@ -16,9 +16,9 @@ from multiscale_transformer.generation.generate import TextStream
 from multiscale_transformer.generation.sampling import SamplingParams
 from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.serving.app import create_app
-from multiscale_transformer.serving.live import live_server
 
 from .conftest import make_model
+from .live import live_server
 
 LONG = 50_000  # bytes: a generation that would run far longer than any test waits
 NO_EOS = {"logit_bias": {"257": -100}}  # a random model samples EOS every few hundred bytes

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from multiscale_transformer.serving.app import create_app
-from multiscale_transformer.serving.live import live_server
 
 from .conftest import make_model
+from .live import live_server
 
 KEY = "k-errors"
 LIMIT = 64 * 1024

@@ -17,9 +17,9 @@ import pytest
 
 from multiscale_transformer.generation import row as row_module
 from multiscale_transformer.serving.app import create_app
-from multiscale_transformer.serving.live import live_server
 
 from .conftest import make_model
+from .live import live_server
 from .test_serve_errors import assert_error
 
 LONG = 200  # bytes a concurrent stream generates while the bad request runs beside it

@@ -140,7 +140,7 @@ def _write_companions(
     from multiscale_transformer.export.modelfile import render_modelfile
     from multiscale_transformer.export.vocab import EOS_TEXT
     from multiscale_transformer.model.config import GENERATION_DEFAULTS
-    from multiscale_transformer.model.io import atomic_write_bytes
+    from multiscale_transformer.atomic import atomic_write_bytes
 
     config = model.config
     sampling = {

@@ -8,8 +8,6 @@ reads as "tied to token_embd".
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from multiscale_transformer.atomic import atomic_path
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.export.vocab import byte_vocab
 from multiscale_transformer.model.vocab import BOS_ID, EOS_ID
@@ -131,10 +130,8 @@ def write_gguf(model: MultiScaleTransformer, path: Path, outtype: str, name: str
         raise UserError(f"gguf-py writes {', '.join(GGUF_PY_OUTTYPES)}; got {outtype!r}")
     cfg = model.config
     check_exportable(cfg)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     written: list[WrittenTensor] = []
-    try:
+    with atomic_path(path) as tmp:
         writer = gguf.GGUFWriter(tmp, "llama")
         writer.add_name(name)
         writer.add_context_length(cfg.max_seq_len)
@@ -169,10 +166,6 @@ def write_gguf(model: MultiScaleTransformer, path: Path, outtype: str, name: str
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return written
 
 

@@ -8,9 +8,9 @@ small model still quantizes; the README lists the types that were actually writt
 from __future__ import annotations
 
 import ctypes
-import os
 from pathlib import Path
 
+from multiscale_transformer.atomic import atomic_path
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.export.runtime import import_llama_cpp, quiet_native_output
 
@@ -23,12 +23,8 @@ def quantize_q4_k_m(source: Path, target: Path, threads: int) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = LLAMA_FTYPE_MOSTLY_Q4_K_M
     params.nthread = threads
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
+    with atomic_path(target) as tmp:
         with quiet_native_output():
             status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
         if status != 0:
             raise UserError(f"llama.cpp's quantizer failed on {source.name} (status {status})")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

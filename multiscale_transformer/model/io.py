@@ -7,13 +7,12 @@ read with torch.load(weights_only=True), so no arbitrary object is ever unpickle
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from multiscale_transformer.atomic import atomic_open, atomic_write_bytes, atomic_write_json
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.config import GENERATION_DEFAULTS, ModelConfig, load_config
 
@@ -22,34 +21,6 @@ if TYPE_CHECKING:
 
 WEIGHTS_NAME = "model.safetensors"
 PT_NAME = "model.pt"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions of a new file
-        os.replace(tmp, path)
-    except OSError as exc:  # disk full, permissions: one line, and no partial file left behind
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def save_model(
@@ -81,14 +52,11 @@ def save_model(
     atomic_write_json(directory / "generation_config.json", GENERATION_DEFAULTS)
     atomic_write_bytes(directory / WEIGHTS_NAME, st_save(state, metadata={"format": "pt"}))
     if pt_name:
-        tmp = directory / f".{pt_name}.tmp"
         try:
-            torch.save({"model_state_dict": state, "config": config}, tmp)
-            os.replace(tmp, directory / pt_name)
-        except (OSError, RuntimeError) as exc:  # torch reports a failed write (disk full) as RuntimeError
-            tmp.unlink(missing_ok=True)
-            reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0][:160]
-            raise UserError(f"cannot write {directory / pt_name}: {reason}") from None
+            with atomic_open(directory / pt_name) as f:
+                torch.save({"model_state_dict": state, "config": config}, f)
+        except RuntimeError as exc:  # torch reports a failed write (disk full) as RuntimeError
+            raise UserError(f"cannot write {directory / pt_name}: {str(exc).strip()[:160]}") from None
     return directory
 
 

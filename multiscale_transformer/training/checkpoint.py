@@ -8,13 +8,13 @@ torch.load(weights_only=True) reads it and no object is ever unpickled.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from multiscale_transformer.atomic import atomic_open
 from multiscale_transformer.errors import UserError
 
 FORMAT = "axl-train-state"
@@ -43,7 +43,7 @@ def remove_partial(out: Path) -> None:
     """Delete temporary files that an interrupted save left behind (they hold no usable state)."""
     directory = checkpoint_dir(out)
     if directory.is_dir():
-        for leftover in directory.glob(".step_*.pt.tmp"):
+        for leftover in directory.glob(".step_*.pt.*tmp"):
             leftover.unlink(missing_ok=True)
 
 
@@ -65,19 +65,14 @@ def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep: int = 3) 
     path = checkpoint_path(out, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_partial(out)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_open(path) as f:  # a partial file is removed: it would keep a full disk full
             torch.save({"format": FORMAT, "version": VERSION, "step": step, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # torch reports a failed write (disk full) as RuntimeError
-        tmp.unlink(missing_ok=True)  # a partial file would keep a full disk full
+    except (UserError, RuntimeError) as exc:  # torch reports a failed write (disk full) as RuntimeError
         previous = latest_checkpoint(out)
         kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
-        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0][:160]
-        raise UserError(f"cannot write checkpoint {path}: {reason}; {kept} (free space, then --resume)") from None
+        reason = str(exc).strip().splitlines()[0][:200]
+        raise UserError(f"{reason}; {kept} (free space, then --resume)") from None
     for old in list_checkpoints(out)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path

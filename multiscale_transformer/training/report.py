@@ -9,7 +9,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from multiscale_transformer.model.io import atomic_write_json
+from multiscale_transformer.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 
 # Energy estimate, stated in results.json with its method. Per-core power: a desktop Ryzen 5 5600G
 # (the AXL card's machine) is 65 W TDP over 6 cores, a server EPYC 7763 280 W over 64: ~4-11 W.
@@ -85,9 +85,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop rows written after the checkpoint a resumed run continues from (they will be written again)."""
     rows = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8"))
 
 
 def write_results(path: Path, results: dict[str, Any]) -> None:
@@ -121,8 +119,7 @@ def plot_curves(metrics: list[dict[str, Any]], path: Path, unigram_bits: float |
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path, suffix=".tmp.png") as tmp:  # matplotlib picks the format from the extension
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
     return None

@@ -1,4 +1,4 @@
-"""A real uvicorn server in a background thread on a free 127.0.0.1 port (for tests and benchmarks)."""
+"""A real uvicorn server in a background thread on a free 127.0.0.1 port, for the tests."""
 
 from __future__ import annotations
 
