@@ -20,14 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from multiscale_transformer.commands.export_gguf import export
-from multiscale_transformer.export.runtime import (
-    bits_per_byte,
-    llama_logits,
-    load_llama,
-    log_softmax,
-    torch_bits_per_byte,
-    windows,
-)
+from multiscale_transformer.export.runtime import gguf_bits_per_byte, llama_logits, load_llama, torch_bits_per_byte
 from multiscale_transformer.model.model import MultiScaleTransformer
 
 from .conftest import make_model
@@ -42,6 +35,33 @@ CTX = 128
 UNICODE = "# naïve café, Größe, 日本語, emoji 🐍✓, tabs\tand\r\nCRLF, NUL-free ünïcödé\n"
 HELD_OUT = (UNICODE + Path(textwrap.__file__).read_text(encoding="utf-8") + UNICODE).encode()
 N_POSITIONS = 3200  # 25 windows of 128 bytes
+
+
+# Logits are compared on fixed, non-overlapping windows (the same inputs to both runtimes); bits per
+# byte go through the shared sliding-window protocol (export/runtime.py, evaluation/bpb.py).
+def windows(data: bytes, length: int, limit: int) -> list[list[int]]:
+    """Consecutive windows of `length` + 1 bytes (inputs and their next bytes) covering up to `limit` targets."""
+    out = []
+    for start in range(0, len(data) - length, length):
+        if len(out) * length >= limit:
+            break
+        out.append(list(data[start : start + length + 1]))
+    return out
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def bits_per_byte(logprobs: list[np.ndarray], windows_: list[list[int]]) -> float:
+    """Mean -log2 p(next byte) over all windows; logprobs[i] is (T, vocab) for windows_[i][:-1]."""
+    total, count = 0.0, 0
+    for lp, w in zip(logprobs, windows_, strict=True):
+        targets = np.asarray(w[1:])
+        total -= float(lp[np.arange(len(targets)), targets].sum())
+        count += len(targets)
+    return total / count / np.log(2)
 
 
 def _train_fine_path(model: MultiScaleTransformer, steps: int = 100) -> None:
@@ -127,9 +147,8 @@ def test_logits_match_our_fine_path(
 
 def test_quantization_costs(exported: tuple[MultiScaleTransformer, dict[str, Path]]) -> None:
     model, paths = exported
-    ws = windows(HELD_OUT, CTX, N_POSITIONS)
-    bpb = {t: bits_per_byte(list(_gguf_logprobs(p)), ws) for t, p in paths.items()}
-    reference = torch_bits_per_byte(model, HELD_OUT, CTX, N_POSITIONS, fine_only=True)
+    bpb = {t: gguf_bits_per_byte(p, HELD_OUT, CTX, N_POSITIONS) for t, p in paths.items()}
+    reference = torch_bits_per_byte(model, HELD_OUT, N_POSITIONS, fine_only=True)
     print({t: round(v, 4) for t, v in bpb.items()}, "torch", round(reference, 4))
     assert abs(bpb["f16"] / reference - 1) < 0.005
     assert bpb["q8_0"] / bpb["f16"] - 1 < 0.01

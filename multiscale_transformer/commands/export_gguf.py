@@ -116,13 +116,13 @@ def _measure(model: MultiScaleTransformer, gguf_path: Path, text: Path, limit: i
 
     data = text.read_bytes()
     n_ctx = model.config.max_seq_len
-    full = torch_bits_per_byte(model, data, n_ctx, limit, fine_only=False)
-    fine = torch_bits_per_byte(model, data, n_ctx, limit, fine_only=True)
+    full = torch_bits_per_byte(model, data, limit, fine_only=False)
+    fine = torch_bits_per_byte(model, data, limit, fine_only=True)
     try:
         gguf = gguf_bits_per_byte(gguf_path, data, n_ctx, limit, threads)
     except UserError:
         gguf = None  # llama-cpp-python is not installed: report the PyTorch numbers alone
-    scored = min(limit, (len(data) - 1) // n_ctx * n_ctx)
+    scored = min(limit, len(data))
     return Measurement(f"`{text.name}`, {scored:,} bytes", full, fine, gguf)
 
 
@@ -135,12 +135,12 @@ def _write_companions(
     source: str,
     measurement: Measurement | None,
 ) -> None:
+    from multiscale_transformer.atomic import atomic_write_bytes
     from multiscale_transformer.export.card import render_readme
     from multiscale_transformer.export.gguf import file_tensor_types
     from multiscale_transformer.export.modelfile import render_modelfile
     from multiscale_transformer.export.vocab import EOS_TEXT
     from multiscale_transformer.model.config import GENERATION_DEFAULTS
-    from multiscale_transformer.atomic import atomic_write_bytes
 
     config = model.config
     sampling = {

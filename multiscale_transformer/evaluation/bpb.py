@@ -136,11 +136,27 @@ def evaluate_documents(
     batch_size: int = 16,
     progress: bool = False,
 ) -> EvalResult:
-    """Score every byte of every document once; windows of equal length are batched across files."""
+    """Score every byte of every document once with the model (or its fine path alone)."""
     model.eval()
-    T = model.config.max_seq_len
-    stride = stride or max(1, T // 2)
     forward: Forward = (lambda x: model(x, fine_only=True)) if fine_only else model
+    return score_documents(forward, model.config.max_seq_len, docs, stride, batch_size, progress, fine_only)
+
+
+@torch.no_grad()
+def score_documents(
+    forward: Forward,
+    context: int,
+    docs: Sequence[Document],
+    stride: int | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+    fine_only: bool = False,
+) -> EvalResult:
+    """The protocol itself, for any `forward` (B, T) ids -> (B, T, V) logits of context `context`: our
+    model, or llama.cpp running a GGUF export (export/runtime.py), so both are measured the same way.
+    Windows of equal length are batched across files."""
+    T = context
+    stride = stride or max(1, T // 2)
     seqs = [_ids(d.data) for d in docs]
     by_length: dict[int, list[tuple[int, Window]]] = defaultdict(list)
     for i, d in enumerate(docs):

@@ -1,13 +1,12 @@
-"""Running an exported file in llama.cpp (llama-cpp-python): loading, log-probabilities, bits per byte.
+"""Running an exported file in llama.cpp (llama-cpp-python): loading, logits, bits per byte.
 
-The export command uses it to measure what it wrote; the tests use it to check that llama.cpp
-computes what our fine-only forward computes.
+The export command uses it to measure what it wrote, by the same sliding-window protocol as
+`axl eval`; the tests use it to check that llama.cpp computes what our fine-only forward computes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -65,48 +64,31 @@ def llama_logits(llm: Any, ids: Sequence[int]) -> np.ndarray:
     return np.array(llm.scores[: len(ids)], dtype=np.float32)
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+def _eval_documents(data: bytes, limit: int) -> list[Any]:
+    from multiscale_transformer.training.data import Document
 
-
-def windows(data: bytes, length: int, limit: int) -> list[list[int]]:
-    """Consecutive windows of `length` + 1 bytes (inputs and their next bytes) covering up to `limit` targets."""
-    out = []
-    for start in range(0, len(data) - length, length):
-        if len(out) * length >= limit:
-            break
-        out.append(list(data[start : start + length + 1]))
-    return out
-
-
-def bits_per_byte(logprobs: Sequence[np.ndarray], windows_: Sequence[Sequence[int]]) -> float:
-    """Mean -log2 p(next byte) over all windows; logprobs[i] is (T, vocab) for windows_[i][:-1]."""
-    total, count = 0.0, 0
-    for lp, w in zip(logprobs, windows_, strict=True):
-        targets = np.asarray(w[1:])
-        total -= float(lp[np.arange(len(targets)), targets].sum())
-        count += len(targets)
-    return total / count / math.log(2)
+    if not data[:limit]:
+        raise UserError("the evaluation text is empty")
+    return [Document("eval-text", data[:limit])]
 
 
 def gguf_bits_per_byte(path: Path, data: bytes, n_ctx: int, limit: int, threads: int = 1) -> float:
-    """Bits per byte of the GGUF at `path` on `data`, in windows of n_ctx bytes, through llama.cpp."""
-    llm = load_llama(path, n_ctx, threads)
-    ws = windows(data, n_ctx, limit)
-    if not ws:
-        raise UserError(f"evaluation text is too short: need more than {n_ctx} bytes")
-    return bits_per_byte([log_softmax(llama_logits(llm, w[:-1])) for w in ws], ws)
-
-
-def torch_bits_per_byte(model: Any, data: bytes, n_ctx: int, limit: int, fine_only: bool) -> float:
-    """The same measurement with our PyTorch model (full or fine-only path)."""
+    """Bits per byte of the GGUF at `path` on the first `limit` bytes of `data`, through llama.cpp,
+    by the sliding-window protocol of `axl eval` (evaluation/bpb.py): each byte scored once, after EOS."""
     import torch
 
-    ws = windows(data, n_ctx, limit)
-    if not ws:
-        raise UserError(f"evaluation text is too short: need more than {n_ctx} bytes")
-    with torch.no_grad():
-        x = torch.tensor([w[:-1] for w in ws])  # (N, T)
-        lp = torch.log_softmax(model(x, fine_only=fine_only).double(), dim=-1).numpy()  # (N, T, V)
-    return bits_per_byte(list(lp), ws)
+    from multiscale_transformer.evaluation.bpb import score_documents
+
+    llm = load_llama(path, n_ctx, threads)
+
+    def forward(ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, V), one llama.cpp sequence per row
+        return torch.from_numpy(np.stack([llama_logits(llm, row) for row in ids.tolist()]))
+
+    return score_documents(forward, n_ctx, _eval_documents(data, limit), batch_size=1).bits_per_byte
+
+
+def torch_bits_per_byte(model: Any, data: bytes, limit: int, fine_only: bool) -> float:
+    """The same measurement with our PyTorch model (full or fine-only path)."""
+    from multiscale_transformer.evaluation.bpb import evaluate_documents
+
+    return evaluate_documents(model, _eval_documents(data, limit), fine_only=fine_only).bits_per_byte
