@@ -4,37 +4,20 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
+
+from multiscale_transformer.settings import (  # noqa: F401  (re-exported: the commands' flag types)
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    penalty,
+    positive_float,
+    positive_int,
+)
 
 if TYPE_CHECKING:
     from multiscale_transformer.model.model import MultiScaleTransformer
-
-T = TypeVar("T", int, float)
-
-
-def _checked(convert: Callable[[str], T], ok: Callable[[T], bool], expected: str) -> Callable[[str], T]:
-    """An argparse `type=` that converts a flag's text and rejects values outside the allowed range."""
-
-    def parse(text: str) -> T:
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
-non_negative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
-non_negative_float = _checked(float, lambda v: 0 <= v < float("inf"), "a number >= 0")  # also rejects NaN
-positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")
-penalty = _checked(float, lambda v: -2 <= v <= 2, "a number in [-2, 2]")  # OpenAI's frequency/presence range
-fraction = _checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
 def default_threads() -> int:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from multiscale_transformer.serving.chat import ChatTemplate
 from multiscale_transformer.serving.common import (
     SSE_DONE,
     check_capacity,
@@ -61,7 +62,7 @@ async def chat_completions(request: Request) -> Response:
     req = await read_body(request, ChatCompletionRequest)
     engine = engine_of(request)  # 503 while loading, before anything needs the context length
     settings = settings_of(request)
-    template = settings.chat_template
+    template = settings.chat_template or ChatTemplate()
     n = req.n or 1
     check_capacity(n, settings)
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens

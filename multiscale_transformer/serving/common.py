@@ -8,7 +8,7 @@ import json
 import secrets
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Request
@@ -19,38 +19,14 @@ from multiscale_transformer.errors import UserError
 from multiscale_transformer.generation.sampling import SamplingParams
 from multiscale_transformer.model.config import GENERATION_DEFAULTS
 from multiscale_transformer.model.vocab import VOCAB_SIZE
-from multiscale_transformer.serving.chat import ChatTemplate
 from multiscale_transformer.serving.errors import APIError, validation_error
 from multiscale_transformer.serving.protocol import SamplingFields
+from multiscale_transformer.serving.settings import ServerSettings
 
 if TYPE_CHECKING:
     from multiscale_transformer.serving.engine import Engine
 
 Req = TypeVar("Req", bound=BaseModel)
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    name: str = "axl"
-    api_key: str | None = None
-    max_batch: int = 8  # decoder rows: completions generated together
-    max_queue: int = 64  # completions waiting for a row before requests get 429
-    default_max_tokens: int = GENERATION_DEFAULTS["max_new_tokens"]
-    max_tokens_limit: int = 4096
-    max_body_bytes: int = 1 << 20
-    chat_template: ChatTemplate = field(default_factory=ChatTemplate)
-    # Local-origin protection (serving/security.py): the bound address and what else may name it.
-    host: str = "127.0.0.1"
-    allowed_hosts: tuple[str, ...] = ()
-    cors_origins: tuple[str, ...] = ()
-    docs: bool = False  # /docs, /redoc, /openapi.json (behind the API key when there is one)
-    # Timeouts (serving/http.py): request headers, each wait for the next piece of a body, idle
-    # keep-alive connections, and how long shutdown waits for requests in progress.
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    keep_alive_s: int = 5
-    shutdown_timeout_s: int = 10
-    max_header_bytes: int = 16 * 1024
 
 
 def settings_of(request: Request) -> ServerSettings:
