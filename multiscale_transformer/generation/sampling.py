@@ -1,9 +1,9 @@
 """Sampling as pure functions on logits (B, V) -> logits or ids; no model, no state.
 
-Every accepted parameter gives a well-defined distribution (tests/test_sampling_properties.py):
-logits are made finite before and after each adjustment, temperature divides logits that were
-first shifted to a maximum of 0 (so a tiny temperature cannot overflow float32), temperatures
-too small to divide by are greedy, and the nucleus always keeps the most likely id.
+Every accepted parameter gives a well-defined distribution (tests/test_properties.py): NaN logits
+become -inf and +inf the largest float after the penalty, temperature divides logits that were
+first shifted to a maximum of 0 (so a tiny temperature cannot overflow float32), temperatures too
+small to divide by are greedy, and the nucleus always keeps the most likely id.
 """
 
 from __future__ import annotations
@@ -44,17 +44,6 @@ class SamplingParams:
         return self.temperature < GREEDY_BELOW_TEMPERATURE
 
 
-def finite_logits(logits: torch.Tensor) -> torch.Tensor:
-    """NaN becomes -inf (that id cannot be chosen) and +inf the largest float, so softmax stays defined.
-
-    Raises ValueError when a row has no finite logit left: nothing can be sampled from it.
-    """
-    out = torch.nan_to_num(logits, nan=float("-inf"), posinf=torch.finfo(logits.dtype).max, neginf=float("-inf"))
-    if not torch.isfinite(out).any(dim=-1).all():
-        raise ValueError("no byte has a finite logit (the model produced NaN, or every byte was excluded)")
-    return out
-
-
 def adjust_logits(
     logits: torch.Tensor,
     counts: torch.Tensor,
@@ -81,9 +70,6 @@ def apply_repetition_penalty(logits: torch.Tensor, history: torch.Tensor, penalt
     valid = history >= 0
     seen.scatter_(1, history.clamp(min=0), valid)
     penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-    # Saturate instead of overflowing, so a finite logit stays finite however extreme the penalty.
-    big = torch.finfo(logits.dtype).max
-    penalised = torch.where(torch.isfinite(logits), penalised.nan_to_num(0.0).clamp(-big, big), logits)
     return torch.where(seen, penalised, logits)
 
 
@@ -116,11 +102,16 @@ def sample_next(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Next ids (B,) from last-position logits (B, V)."""
-    logits = apply_repetition_penalty(finite_logits(logits.float()), history, params.repetition_penalty)
+    # After the penalty, so that whatever it overflowed to is made finite too.
+    logits = apply_repetition_penalty(logits.float(), history, params.repetition_penalty)
+    logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=torch.finfo(logits.dtype).max)
+    top = logits.amax(dim=-1, keepdim=True)  # (B, 1)
+    if bool((top == float("-inf")).any()):
+        raise ValueError("no byte has a finite logit (the model produced NaN, or every byte was excluded)")
     if params.greedy:
         return logits.argmax(dim=-1)
     # Shifted to a maximum of 0 first, so that dividing by a small temperature cannot overflow.
-    logits = (logits - logits.amax(dim=-1, keepdim=True)) / params.temperature
+    logits = (logits - top) / params.temperature
     logits = top_p_filter(top_k_filter(logits, params.top_k), params.top_p)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
