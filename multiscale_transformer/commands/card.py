@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from multiscale_transformer.evaluation.card import measure_card, render_card
     from multiscale_transformer.atomic import atomic_write_json
+    from multiscale_transformer.evaluation.card import measure_card, render_card
     from multiscale_transformer.model.model import MultiScaleTransformer
 
     set_threads(args.threads)

@@ -102,9 +102,10 @@ def _config(args: argparse.Namespace) -> object:
     if args.init_from is not None:
         if args.preset or args.config or args.context:
             raise UserError("--init-from takes the model's own config; drop --preset, --config and --context")
-        from multiscale_transformer.model.io import load_model
+        from multiscale_transformer.model.model import MultiScaleTransformer
 
-        return load_model(args.init_from).config  # fails here, with one line, on a bad model path
+        # Fails here, with one line, on a bad model path.
+        return MultiScaleTransformer.from_pretrained(args.init_from).config
     overrides: dict = {}
     if args.config:
         text = args.config

@@ -6,7 +6,6 @@ read with torch.load(weights_only=True), so no arbitrary object is ever unpickle
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,15 +59,22 @@ def save_model(
     return directory
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> MultiScaleTransformer:
-    """A model from a directory, a `.pt` checkpoint or a `.safetensors` file beside its config.json."""
-    from multiscale_transformer.model.model import MultiScaleTransformer
+def read_pretrained(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[ModelConfig, dict[str, torch.Tensor], Path]:
+    """The config, the weights and the file they came from, for a directory, a `.pt` or a `.safetensors`.
 
+    `MultiScaleTransformer.from_pretrained` builds the model from them (this module never imports the
+    model class, so model.py can import it without a circle).
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such model file or directory")
-    config, state, source = _read(path, map_location)
-    model = MultiScaleTransformer(config)
+    return _read(path, map_location)
+
+
+def load_weights(model: MultiScaleTransformer, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Load `state` into `model`, or a UserError saying which weights do not match its config."""
     missing, unexpected = _key_mismatch(model, state)
     if missing or unexpected:
         raise UserError(
@@ -79,7 +85,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Mu
     except RuntimeError as exc:
         first = str(exc).split("\n")[1].strip() if "\n" in str(exc) else str(exc)
         raise UserError(f"{source}: weights do not match its config ({first})") from None
-    return model.eval()
 
 
 def _read(path: Path, map_location: str | torch.device) -> tuple[ModelConfig, dict[str, torch.Tensor], Path]:

@@ -15,6 +15,7 @@ from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.attention import Attention
 from multiscale_transformer.model.cache import CacheView
 from multiscale_transformer.model.config import GENERATION_DEFAULTS, ModelConfig, memory_bytes
+from multiscale_transformer.model.io import load_weights, read_pretrained, save_model
 from multiscale_transformer.model.layers import RMSNorm, SwiGLU, rope_tables
 from multiscale_transformer.model.scales import Downsample, Upsample, cross_mask, n_tokens, span_ends
 
@@ -221,14 +222,13 @@ class MultiScaleTransformer(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> MultiScaleTransformer:
         """Load a model directory (config.json + model.safetensors) or a `.pt` checkpoint."""
-        from multiscale_transformer.model.io import load_model
-
-        return load_model(path, map_location=map_location)
+        config, state, source = read_pretrained(path, map_location)
+        model = cls(config)
+        load_weights(model, state, source)
+        return model.eval()
 
     def save_pretrained(self, directory: str | Path, **extra: Any) -> Path:
         """Write config.json, generation_config.json, model.safetensors and model.pt into directory."""
-        from multiscale_transformer.model.io import save_model
-
         return save_model(self, directory, **extra)
 
 

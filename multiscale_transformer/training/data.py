@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from multiscale_transformer.errors import UserError
 from multiscale_transformer.atomic import atomic_write_bytes, atomic_write_json
+from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.vocab import EOS_ID
 
 CACHE_VERSION = 1

@@ -20,7 +20,6 @@ from torch import nn
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.config import ModelConfig
-from multiscale_transformer.model.io import load_model
 from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.training import checkpoint as ckpt_io
 from multiscale_transformer.training import distributed as dist_io
@@ -185,7 +184,7 @@ class Trainer:
         torch.manual_seed(s.seed)
         self.model = MultiScaleTransformer(s.config)
         if s.init_from is not None and self.resume_state is None:  # a resumed run has its own weights
-            self.model.load_state_dict(load_model(s.init_from).state_dict())
+            self.model.load_state_dict(MultiScaleTransformer.from_pretrained(s.init_from).state_dict())
         self.model = self.model.to(self.device).train()
         self.optimizer = build_optimizer(self.model, s.optimizer, s.lr, s.weight_decay)
         self.base_lr = self.optimizer.param_groups[0]["lr"]
