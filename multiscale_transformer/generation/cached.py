@@ -25,7 +25,7 @@ from torch import nn
 from multiscale_transformer.generation.decoder import keep_after_overflow
 from multiscale_transformer.model.cache import CacheView, KVCache
 from multiscale_transformer.model.layers import drop_packed, project
-from multiscale_transformer.model.scales import cross_mask, n_tokens, span_ends
+from multiscale_transformer.model.scales import n_tokens
 
 if TYPE_CHECKING:
     from multiscale_transformer.model.model import MultiScaleTransformer
@@ -96,29 +96,18 @@ class CachedDecoder(nn.Module):
         return out
 
     def _prefill(self, row_list: list[int], windows: list[list[int]]) -> torch.Tensor:
-        """Prefill rows whose windows all have the same length T; logits (R, V) after byte T-1."""
+        """Prefill rows whose windows all have the same length T; logits (R, V) after byte T-1.
+
+        The model's own multi-scale pass (`scale_states`) does the work, keeping its keys and values
+        in these rows' caches, so the wiring of scales and cross blocks is written once.
+        """
         model = self.model
         T = len(windows[0])
         device = self.emb.device
         rows = torch.tensor(row_list, device=device)
         x = model.tok_emb(torch.tensor(windows, device=device))  # (R, T, d)
         self.emb[rows, :T] = x
-        hs = []
-        for s in range(len(self.factors)):
-            h = model.down[s](x)  # (R, n_s, d)
-            positions = torch.arange(h.shape[1], device=device)
-            rope = model.rope(positions)
-            for block, kv in zip(model.stacks[s], self.self_caches[s], strict=True):
-                h = block(h, rope, cache=CacheView(kv, rows, positions[None], h.shape[1]))
-            hs.append(h)
-        ends = [span_ends(h.shape[1], k, device) for h, k in zip(hs, self.factors, strict=True)]
-        for layer, caches in zip(model.cross, self.cross_caches, strict=True):
-            snapshot = list(hs)
-            for (s, t), block, kv in zip(model.pairs, layer, caches, strict=True):
-                n_s = snapshot[s].shape[1]
-                view = CacheView(kv, rows, torch.arange(n_s, device=device)[None], n_s)
-                k_, v_ = view.update(*block.source_kv(snapshot[s], model.rope(ends[s])))
-                hs[t] = block.attend(hs[t], k_, v_, model.rope(ends[t]), cross_mask(ends[t], ends[s]))
+        hs = model.scale_states(x, caches=_PrefillViews(self, rows))
         for s in range(1, len(hs)):
             self._store_slots(s, rows, hs[s][:, -1])
         for row, ids in zip(row_list, windows, strict=True):
@@ -216,8 +205,8 @@ class CachedDecoder(nn.Module):
         ups = [fine]
         for s in range(1, len(self.factors)):
             ups.append(self.slots[s][rows, t % self.factors[s]])  # slot t % k of token t // k
-        fused = self.model._fuse([u[:, None] for u in ups])  # (R, 1, d)
-        return self.model._head(fused)[:, 0]
+        fused = self.model.fuse([u[:, None] for u in ups])  # (R, 1, d)
+        return self.model.head(fused)[:, 0]
 
     def _store_slots(self, s: int, rows: torch.Tensor, h: torch.Tensor) -> None:
         """Final state h (R, d) of the new latest token of scale s, upsampled once to its k byte slots."""
@@ -238,3 +227,20 @@ class CachedDecoder(nn.Module):
             return None
         n = torch.tensor(lengths, device=self.emb.device)
         return (torch.arange(max(lengths), device=self.emb.device)[None] < n[:, None])[:, None, None]
+
+
+class _PrefillViews:
+    """PassCaches for a prefill: rows `rows` write every position 0..n-1 of each cache they fill."""
+
+    def __init__(self, decoder: CachedDecoder, rows: torch.Tensor) -> None:
+        self.decoder = decoder
+        self.rows = rows
+
+    def _view(self, kv: KVCache, n: int) -> CacheView:
+        return CacheView(kv, self.rows, torch.arange(n, device=self.rows.device)[None], n)
+
+    def self_view(self, scale: int, layer: int, n_tokens: int) -> CacheView:
+        return self._view(self.decoder.self_caches[scale][layer], n_tokens)
+
+    def cross_view(self, layer: int, pair: int, n_source: int) -> CacheView:
+        return self._view(self.decoder.cross_caches[layer][pair], n_source)

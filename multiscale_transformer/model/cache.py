@@ -7,6 +7,7 @@ at different times) share one batch. A CacheView names which rows and positions 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -67,3 +68,15 @@ class CacheView:
         if self.rows.numel() == self.cache.k.shape[0]:
             return self.cache.k[:, :, : self.length], self.cache.v[:, :, : self.length]
         return self.cache.k[self.rows, :, : self.length], self.cache.v[self.rows, :, : self.length]
+
+
+class PassCaches(Protocol):
+    """Where one full pass over a window stores keys and values (the decoder's prefill).
+
+    `MultiScaleTransformer.scale_states` asks for the view of each self-attention layer and of each
+    directed cross-scale block; the cached decoder answers with the views of the rows it prefills.
+    """
+
+    def self_view(self, scale: int, layer: int, n_tokens: int) -> CacheView: ...
+
+    def cross_view(self, layer: int, pair: int, n_source: int) -> CacheView: ...

@@ -13,7 +13,7 @@ from torch import nn
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.attention import Attention
-from multiscale_transformer.model.cache import CacheView
+from multiscale_transformer.model.cache import CacheView, PassCaches
 from multiscale_transformer.model.config import GENERATION_DEFAULTS, ModelConfig, memory_bytes
 from multiscale_transformer.model.io import load_weights, read_pretrained, save_model
 from multiscale_transformer.model.layers import RMSNorm, SwiGLU, rope_tables
@@ -145,8 +145,8 @@ class MultiScaleTransformer(nn.Module):
         self._check_input(idx)
         x = self.emb_dropout(self.tok_emb(idx))  # (B, T, d)
         if fine_only:
-            return self._head(self._encode(0, x))
-        return self._head(self._multiscale(x, self._encode(0, x)))
+            return self.head(self._encode(0, x))
+        return self.head(self._multiscale(x, self._encode(0, x)))
 
     def forward_with_fine(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(full logits, fine-only logits) sharing one pass of the fine stack: for an auxiliary loss
@@ -154,37 +154,55 @@ class MultiScaleTransformer(nn.Module):
         self._check_input(idx)
         x = self.emb_dropout(self.tok_emb(idx))  # (B, T, d)
         fine = self._encode(0, x)
-        return self._head(self._multiscale(x, fine)), self._head(fine)
+        return self.head(self._multiscale(x, fine)), self.head(fine)
 
     def _multiscale(self, x: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
         """Coarser stacks, cross-scale blocks and fusion on top of the fine stack's output: (B, T, d)."""
         T = x.shape[1]
-        factors = self.config.downsample_factors
-        hs = [fine] + [self._encode(i, self.down[i](x)) for i in range(1, len(factors))]
-        ends = [span_ends(n_tokens(T, k), k, x.device) for k in factors]
-        for layer in self.cross:
-            snapshot = list(hs)
-            for (s, t), block in zip(self.pairs, layer, strict=True):
-                mask = cross_mask(ends[t], ends[s])  # (n_t, n_s)
-                hs[t] = block(hs[t], snapshot[s], self.rope(ends[t]), self.rope(ends[s]), mask)
-        ups = [up(h, T) if k > 1 else h for up, h, k in zip(self.up, hs, factors, strict=True)]
-        return self._fuse(ups)
+        hs = self.scale_states(x, fine)
+        ups = [up(h, T) if k > 1 else h for up, h, k in zip(self.up, hs, self.config.downsample_factors, strict=True)]
+        return self.fuse(ups)
 
-    def _encode(self, scale: int, x: torch.Tensor) -> torch.Tensor:
+    def scale_states(
+        self, x: torch.Tensor, fine: torch.Tensor | None = None, caches: PassCaches | None = None
+    ) -> list[torch.Tensor]:
+        """Every scale's token states (B, n_s, d) after its own stack and the cross-scale blocks.
+
+        The one description of the multi-scale wiring: the forward pass uses it, and so does the
+        cached decoder's prefill, which passes `caches` to keep every key and value it computes.
+        x: byte embeddings (B, T, d); fine: the fine stack's output when the caller already has it.
+        """
+        T = x.shape[1]
+        factors = self.config.downsample_factors
+        hs = [fine if fine is not None else self._encode(0, x, caches)]  # the fine scale reads the bytes as they are
+        hs += [self._encode(i, self.down[i](x), caches) for i in range(1, len(factors))]
+        ends = [span_ends(n_tokens(T, k), k, x.device) for k in factors]
+        for li, layer in enumerate(self.cross):
+            snapshot = list(hs)
+            for pi, ((s, t), block) in enumerate(zip(self.pairs, layer, strict=True)):
+                k, v = block.source_kv(snapshot[s], self.rope(ends[s]))
+                if caches is not None:
+                    k, v = caches.cross_view(li, pi, snapshot[s].shape[1]).update(k, v)
+                mask = cross_mask(ends[t], ends[s])  # (n_t, n_s)
+                hs[t] = block.attend(hs[t], k, v, self.rope(ends[t]), mask)
+        return hs
+
+    def _encode(self, scale: int, x: torch.Tensor, caches: PassCaches | None = None) -> torch.Tensor:
         """One scale's self-attention stack over its tokens (positions = token index)."""
         rope = self.rope(torch.arange(x.shape[1], device=x.device))
-        for block in self.stacks[scale]:
-            x = block(x, rope)
+        for layer, block in enumerate(self.stacks[scale]):
+            x = block(x, rope, cache=caches.self_view(scale, layer, x.shape[1]) if caches is not None else None)
         return x
 
-    def _fuse(self, ups: Sequence[torch.Tensor]) -> torch.Tensor:
+    def fuse(self, ups: Sequence[torch.Tensor]) -> torch.Tensor:
         """Per-byte softmax gate over the scales, all at byte resolution: (B, T, d)."""
         if self.fusion is None:
             return ups[0]
         gates = torch.softmax(self.fusion(torch.cat(list(ups), dim=-1)), dim=-1)  # (B, T, S)
         return torch.einsum("bts,sbtd->btd", gates, torch.stack(list(ups)))
 
-    def _head(self, h: torch.Tensor) -> torch.Tensor:
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """The final norm and the LM head: logits (..., V) from hidden states (..., d)."""
         return F.linear(self.norm_f(h), self.tok_emb.weight)  # tied with the byte embedding
 
     @torch.no_grad()
