@@ -156,9 +156,11 @@ class Engine:
             if self._in_system + len(specs) > self.max_batch + self.max_queue:
                 raise ServerBusy(f"the server is busy ({self._in_system} completions in progress or queued)")
             self._in_system += len(specs)
-        jobs = [Job(spec, i, sink) for i, spec in enumerate(specs)]
-        for job in jobs:
-            self.inbox.put(job)
+            # Queued under the lock: a scheduler that dies sets `failure` under it, then drains the
+            # inbox, so every job is either drained and failed or refused here.
+            jobs = [Job(spec, i, sink) for i, spec in enumerate(specs)]
+            for job in jobs:
+                self.inbox.put(job)
         return jobs
 
     @staticmethod
@@ -188,7 +190,8 @@ class Engine:
             self._fail_all("the server is shutting down")
             self._fail_queued("the server is shutting down")
         except BaseException as exc:  # a bug in the scheduler itself: say so and let the server stop
-            self.failure = _reason(exc)
+            with self._lock:
+                self.failure = _reason(exc)
             log.critical("the scheduler thread died: %s", self.failure, exc_info=True)
             message = f"the generation engine has stopped ({self.failure})"
             self._fail_all(message)
