@@ -343,7 +343,28 @@ def table(arms: list[Arm]) -> str:
     return "\n".join(lines)
 
 
+def markdown(rows: list[dict]) -> str:
+    """One line per configuration: bits/byte on both sets at each budget (docs/quality.md's table)."""
+    budgets = sorted({r["budget_min"] for r in rows})
+    by_config: dict[str, dict[float, dict]] = {}
+    for r in rows:
+        by_config.setdefault(r["config"], {})[r["budget_min"]] = r
+    head = "| config | params | bytes/CPU-s | " + " | ".join(f"{b:g} min stdlib / 3rd-party" for b in budgets) + " |"
+    lines = [head, "|" + "---|" * (3 + len(budgets))]
+    for name, at in by_config.items():
+        last = at[max(at)]
+        cells = [
+            f"{at[b]['stdlib_bpb']:.3f} / {at[b]['thirdparty_bpb']:.3f}" if b in at else "not reached" for b in budgets
+        ]
+        lines.append(f"| {name} | {last['params']:,} | {last['bytes_per_cpu_s']:,.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> None:
+    if args.report:
+        path = RUNS / args.name / "results.jsonl"
+        print(markdown([json.loads(line) for line in path.read_text().splitlines()]))
+        return
     torch.set_num_threads(1)
     run_dir = RUNS / args.name
     (run_dir / "state").mkdir(parents=True, exist_ok=True)
@@ -399,6 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--heldout-bytes", type=int, default=150_000, help="bytes per held-out set")
     p.add_argument("--heldout-cache", type=Path, default=Path.home() / "axl-data" / "heldout")
     p.add_argument("--resume", action="store_true", help="continue from state/ in the run directory")
+    p.add_argument("--report", action="store_true", help="print the run's results.jsonl as a markdown table")
     run(p.parse_args(argv))
 
 
