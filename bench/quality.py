@@ -35,7 +35,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import subprocess
 import sys
 import tarfile
@@ -47,6 +46,7 @@ from typing import Any
 
 import torch
 
+from multiscale_transformer.atomic import atomic_path
 from multiscale_transformer.evaluation.bpb import evaluate_documents, validation_documents
 from multiscale_transformer.model.config import ModelConfig
 from multiscale_transformer.model.model import MultiScaleTransformer
@@ -314,10 +314,9 @@ class Arm:
 
 
 def save_atomic(path: Path, write: Any) -> None:
-    """Write to a temporary file and rename, so a kill leaves the old file or the new, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    """Write through the package's atomic helper, so a kill leaves the old file or the new, never half of one."""
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def save_state(run_dir: Path, arm: Arm) -> None:
