@@ -72,14 +72,9 @@ async def chat_completions(request: Request) -> Response:
     specs = [
         Spec(
             prompt=prompt,
-            max_tokens=sampling.max_tokens,
-            params=sampling.params,
+            options=sampling.options,
             seed=(sampling.seed + j) % (1 << 64),
-            stop=sampling.stop,
             logprobs=top,
-            frequency_penalty=sampling.frequency_penalty,
-            presence_penalty=sampling.presence_penalty,
-            logit_bias=sampling.logit_bias,
         )
         for j in range(n)
     ]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
 from multiscale_transformer.errors import UserError
+from multiscale_transformer.generation.row import CompletionOptions
 from multiscale_transformer.generation.sampling import SamplingParams
 from multiscale_transformer.model.config import GENERATION_DEFAULTS
 from multiscale_transformer.model.vocab import VOCAB_SIZE
@@ -87,13 +88,10 @@ def truncate(ids: list[int], request: Request) -> list[int]:
 
 @dataclass(frozen=True)
 class Sampling:
-    max_tokens: int
-    params: SamplingParams
-    stop: list[bytes]
+    """How a request's completions are sampled; choice j uses seed + j."""
+
+    options: CompletionOptions
     seed: int
-    frequency_penalty: float
-    presence_penalty: float
-    logit_bias: dict[int, float]
 
 
 def sampling_of(
@@ -129,15 +127,15 @@ def sampling_of(
         bias[int(key)] = value
     # Without a seed each request draws its own, so no two requests share random state.
     seed = secrets.randbits(63) if req.seed is None else req.seed % (1 << 64)
-    return Sampling(
+    options = CompletionOptions(
         max_tokens=max_tokens,
         params=params,
-        stop=req.stops() + [s.encode("utf-8") for s in extra_stop if s],
-        seed=seed,
+        stop=(*req.stops(), *(s.encode("utf-8") for s in extra_stop if s)),
         frequency_penalty=req.frequency_penalty or 0.0,
         presence_penalty=req.presence_penalty or 0.0,
         logit_bias=bias,
     )
+    return Sampling(options, seed)
 
 
 def check_capacity(count: int, settings: ServerSettings) -> None:

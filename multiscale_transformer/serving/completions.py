@@ -95,15 +95,10 @@ async def completions(request: Request) -> Response:
     specs = [
         Spec(
             prompt=prompt,
-            max_tokens=sampling.max_tokens,
-            params=sampling.params,
+            options=sampling.options,
             seed=(sampling.seed + j) % (1 << 64),
-            stop=sampling.stop,
             logprobs=req.logprobs,
             prompt_logprobs=echo and req.logprobs is not None,
-            frequency_penalty=sampling.frequency_penalty,
-            presence_penalty=sampling.presence_penalty,
-            logit_bias=sampling.logit_bias,
         )
         for prompt in prompts
         for j in range(n)

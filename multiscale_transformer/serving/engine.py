@@ -12,14 +12,13 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from multiscale_transformer.generation.generate import new_decoder, with_file_start
 from multiscale_transformer.generation.row import CompletionOptions, RowState
-from multiscale_transformer.generation.sampling import SamplingParams
 from multiscale_transformer.model.vocab import EOS_ID
 
 if TYPE_CHECKING:
@@ -83,15 +82,10 @@ class Spec:
     """One completion to produce (a request with n choices gives n specs)."""
 
     prompt: list[int]
-    max_tokens: int
-    params: SamplingParams
+    options: CompletionOptions  # sampling and stopping, as `axl generate` takes them
     seed: int
-    stop: list[bytes] = field(default_factory=list)
     logprobs: int | None = None  # None: no logprobs; N: the sampled byte's plus the top N
     prompt_logprobs: bool = False
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    logit_bias: dict[int, float] = field(default_factory=dict)
 
 
 class Job:
@@ -104,12 +98,6 @@ class Job:
         self.cancelled = False  # set by the event loop; read by the scheduler once per step
         self.state: RowState | None = None  # the decoding state, made at admission by the scheduler
         self.records: list[ByteLogprob] = []  # one per sampled byte, when logprobs were asked for
-
-    def options(self) -> CompletionOptions:
-        s = self.spec
-        return CompletionOptions(
-            s.max_tokens, s.params, tuple(s.stop), s.frequency_penalty, s.presence_penalty, s.logit_bias
-        )
 
 
 class Engine:
@@ -242,11 +230,11 @@ class Engine:
                 spec = job.spec
                 if spec.prompt_logprobs:
                     job.sink(PromptLogprobs(job.index, self._prompt_logprobs(spec.prompt, spec.logprobs or 0)))
-                if spec.max_tokens == 0:
+                if spec.options.max_tokens == 0:
                     self._finish(job, "length")
                     continue
                 generator = torch.Generator().manual_seed(spec.seed)
-                job.state = RowState(spec.prompt, job.options(), generator, self.vocab)
+                job.state = RowState(spec.prompt, spec.options, generator, self.vocab)
             except Exception as exc:
                 self._fail(job, f"prefill failed: {exc}")
                 continue
