@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from multiscale_transformer.atomic import atomic_open, atomic_write_bytes, atomic_write_json
-from multiscale_transformer.errors import UserError
+from multiscale_transformer.errors import UserError, first_line
 from multiscale_transformer.model.config import GENERATION_DEFAULTS, ModelConfig, load_config
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def save_model(
             with atomic_open(directory / pt_name) as f:
                 torch.save({"model_state_dict": state, "config": config}, f)
         except RuntimeError as exc:  # torch reports a failed write (disk full) as RuntimeError
-            raise UserError(f"cannot write {directory / pt_name}: {str(exc).strip()[:160]}") from None
+            raise UserError(f"cannot write {directory / pt_name}: {first_line(exc)[:160]}") from None
     return directory
 
 
@@ -121,8 +121,7 @@ def _read_pt(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from None
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({first_line(exc)[:200]})") from None
     if not isinstance(ckpt, dict):
         raise UserError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
     return ckpt

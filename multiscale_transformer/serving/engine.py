@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from multiscale_transformer.errors import first_line
 from multiscale_transformer.generation.generate import new_decoder, with_file_start
 from multiscale_transformer.generation.row import CompletionOptions, RowState
 from multiscale_transformer.model.vocab import EOS_ID
@@ -339,8 +340,8 @@ class Engine:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+    text = first_line(exc)
+    return text if text == type(exc).__name__ else f"{type(exc).__name__}: {text[:200]}"
 
 
 def _record(logprobs: torch.Tensor, token: int, top: int) -> ByteLogprob:

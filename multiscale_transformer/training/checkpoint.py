@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from multiscale_transformer.atomic import atomic_open
-from multiscale_transformer.errors import UserError
+from multiscale_transformer.errors import UserError, first_line
 
 FORMAT = "axl-train-state"
 VERSION = 1
@@ -71,7 +71,8 @@ def save_checkpoint(out: Path, step: int, state: dict[str, Any], keep: int = 3) 
     except (UserError, RuntimeError) as exc:  # torch reports a failed write (disk full) as RuntimeError
         previous = latest_checkpoint(out)
         kept = f"the previous checkpoint {previous.name} is intact" if previous else "no earlier checkpoint exists"
-        reason = str(exc).strip().splitlines()[0][:200]
+        # The atomic helper's UserError names the file; torch's RuntimeError does not.
+        reason = str(exc) if isinstance(exc, UserError) else f"cannot write {path}: {first_line(exc)[:160]}"
         raise UserError(f"{reason}; {kept} (free space, then --resume)") from None
     for old in list_checkpoints(out)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
@@ -83,8 +84,7 @@ def load_checkpoint(path: Path, config: dict[str, Any] | None = None) -> dict[st
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable training checkpoint ({reason[:160]})") from None
+        raise UserError(f"{path}: not a readable training checkpoint ({first_line(exc)[:160]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not an axl training checkpoint (no format marker {FORMAT!r})")
     missing = [k for k in ("step", "model", "optimizer", "schedule", "rng", "config") if k not in ckpt]
