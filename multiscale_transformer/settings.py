@@ -48,16 +48,12 @@ def flag(
     names: tuple[str, ...] = (),
     many: bool = False,
     metavar: str | None = None,
-    choices: tuple[str, ...] | None = None,
-    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
 ) -> Any:
     """A dataclass field that is also a flag: `--field-name` unless `names` says otherwise.
 
     bool fields become on/off switches (`--docs`); `many` fields (tuples) take the flag once per value.
     """
-    metadata = {"help": help, "type": type, "names": names, "many": many, "metavar": metavar, "choices": choices}
-    if default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata={"flag": metadata})
+    metadata = {"help": help, "type": type, "names": names, "many": many, "metavar": metavar}
     return dataclasses.field(default=default, metadata={"flag": metadata})
 
 
@@ -77,7 +73,7 @@ def add_flags(parser: argparse.ArgumentParser | Any, cls: type, skip: tuple[str,
         elif meta["many"]:
             kwargs.update(action="append", default=[], type=meta["type"] or str, metavar=metavar)
         else:
-            kwargs.update(default=default, type=meta["type"], metavar=metavar, choices=meta["choices"])
+            kwargs.update(default=default, type=meta["type"], metavar=metavar)
         parser.add_argument(*names, **{k: v for k, v in kwargs.items() if v is not None or k == "default"})
 
 
