@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from multiscale_transformer.generation.generate import stream
+from multiscale_transformer.generation.generate import decode
+from multiscale_transformer.generation.row import CompletionOptions
 from multiscale_transformer.generation.sampling import SamplingParams
 from multiscale_transformer.model.config import GENERATION_DEFAULTS
 from multiscale_transformer.model.model import MultiScaleTransformer
@@ -107,26 +108,19 @@ def run_probe(
     seed: int = 0,
     headers: tuple[str, ...] = HEADERS,
 ) -> ProbeResult:
-    params = MODES[mode]
-    # Each header starts a file, after EOS, as training saw file starts: without that marker a small
-    # model has never seen a window that opens exactly on "def" and tends to emit runs of indentation.
-    prompts = [[EOS_ID, *h.encode("utf-8")] for h in headers]
-    outs = [bytearray() for _ in headers]
-    ends: list[int | None] = [None] * len(headers)
+    # Each header is read as the start of a file (after EOS, as training saw file starts, see
+    # `with_file_start`): a small model has never seen a window that opens exactly on "def".
+    prompts = [list(h.encode("utf-8")) for h in headers]
+    options = CompletionOptions(max_new_tokens, MODES[mode])
     generator = torch.Generator().manual_seed(seed)
-    for step in stream(model, prompts, max_new_tokens, params, generator):
-        for r, token in enumerate(step.ids.tolist()):
-            if ends[r] is not None:
-                continue
-            if token == EOS_ID:
-                ends[r] = len(outs[r])
-                continue
-            outs[r].append(token)
-            ends[r] = function_end(outs[r])
-        if all(e is not None for e in ends):
-            break
-    completions = [
-        Completion(h, bytes(out[:end]) if end is not None else bytes(out), end is not None)
-        for h, out, end in zip(headers, outs, ends, strict=True)
-    ]
+    done: list[bool] = [False] * len(headers)
+    outs: list[bytes] = [b""] * len(headers)
+    for steps in decode(model, prompts, [options] * len(headers), [generator] * len(headers)):
+        for step in steps:
+            end = function_end(step.state.out)
+            if end is not None:  # the body ended: the probe's own stop rule
+                step.state.end("stop")
+            done[step.row] = end is not None or step.token == EOS_ID
+            outs[step.row] = bytes(step.state.out[:end])
+    completions = [Completion(h, out, d) for h, out, d in zip(headers, outs, done, strict=True)]
     return ProbeResult(mode, completions)

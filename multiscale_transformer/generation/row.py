@@ -15,7 +15,7 @@ import torch
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.generation.sampling import SamplingParams, adjust_logits, sample_next
-from multiscale_transformer.model.vocab import BOS_ID, EOS_ID, VOCAB_SIZE
+from multiscale_transformer.model.vocab import EOS_ID, NEVER_SAMPLED, VOCAB_SIZE
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class CompletionOptions:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
+    stop_at_eos: bool = True  # False: a sampled EOS is context like any byte and generation goes on
 
     def __post_init__(self) -> None:
         if self.max_tokens < 0:
@@ -76,7 +77,7 @@ class RowState:
         o = self.options
         logits = logits.float().clone()
         adjusted = adjust_logits(logits, self.counts, o.frequency_penalty, o.presence_penalty, self.bias)
-        adjusted[BOS_ID] = float("-inf")  # BOS only ever starts a sequence
+        adjusted[list(NEVER_SAMPLED)] = float("-inf")  # BOS and the FIM sentinels
         return int(sample_next(adjusted[None], self.history[None], o.params, self.generator)[0])
 
     def accept(self, token: int) -> Accepted:
@@ -85,14 +86,20 @@ class RowState:
         self.history = torch.cat([self.history, torch.tensor([token])])
         self.counts[token] += 1
         if token == EOS_ID:
-            return self._finish(len(self.out), "stop")
-        self.out.append(token)
+            if self.options.stop_at_eos:
+                return self._finish(len(self.out), "stop")
+        else:
+            self.out.append(token)
         cut = find_stop(self.out, self.stop, self.emitted)
         if cut is not None:
             return self._finish(cut, "stop")
         if self.n_generated >= self.options.max_tokens:
             return self._finish(len(self.out), "length")
         return Accepted(self._release(len(self.out) - held_back(self.out, self.stop)), None)
+
+    def end(self, reason: str) -> Accepted:
+        """Finish now, for a reason the caller decides (e.g. a probe's end of function): the rest is released."""
+        return self._finish(len(self.out), reason)
 
     def _finish(self, end: int, reason: str) -> Accepted:
         self.finish_reason = reason

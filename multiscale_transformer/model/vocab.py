@@ -1,5 +1,10 @@
 """The vocabulary, defined once: 256 byte values plus BOS (256) and EOS (257), and ByteTokenizer.
 
+Fill-in-the-middle sentinels reuse byte values that never occur in UTF-8 text (0xF8-0xFF cannot
+start or continue a character; ByT5 reuses byte ids the same way), so the vocabulary stays at 258
+ids and every checkpoint keeps AXL's shape. The training corpus holds only valid UTF-8 files
+(training/data.py), so these ids mean a sentinel and nothing else there.
+
 It lives in model/, the bottom layer, because every other layer (training, generation, serving,
 export, evaluation) needs the ids; `multiscale_transformer.training.tokenizer` re-exports it for the
 AXL card's import path.
@@ -16,6 +21,11 @@ BOS_ID = 256  # starts a sequence; never sampled
 EOS_ID = 257  # ends a file; training reads every file after one
 VOCAB_SIZE = 258
 SPECIAL_IDS = (BOS_ID, EOS_ID)
+FIM_PREFIX_ID = 0xF8  # <fim_prefix>: the text before the cursor follows
+FIM_SUFFIX_ID = 0xF9  # <fim_suffix>: the text after the cursor follows
+FIM_MIDDLE_ID = 0xFA  # <fim_middle>: the model writes the middle from here, then EOS
+FIM_IDS = (FIM_PREFIX_ID, FIM_SUFFIX_ID, FIM_MIDDLE_ID)
+NEVER_SAMPLED = (BOS_ID, *FIM_IDS)  # BOS only starts a sequence; sentinels are only ever written by the caller
 
 
 class ByteTokenizer:
