@@ -35,6 +35,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import subprocess
 import sys
 import tarfile
@@ -82,6 +83,7 @@ class Spec:
     lr: float | None = None
     weight_decay: float | None = None
     seed: int = 0
+    fim: float = 0.0  # share of documents trained as fill-in-the-middle
 
 
 def parse_spec(text: str, seed: int) -> Spec:
@@ -93,10 +95,16 @@ def parse_spec(text: str, seed: int) -> Spec:
     values: dict[str, Any] = {"seed": seed}
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
-        if key not in ("lr", "wd", "seed"):
-            raise SystemExit(f"--configs {text!r}: unknown option {key!r} (lr, wd, seed)")
+        if key not in ("lr", "wd", "seed", "fim"):
+            raise SystemExit(f"--configs {text!r}: unknown option {key!r} (lr, wd, seed, fim)")
         values[{"wd": "weight_decay"}.get(key, key)] = int(value) if key == "seed" else float(value)
     return Spec(text, parts[0], parts[1], parts[2], **values)
+
+
+def split_configs(text: str) -> list[str]:
+    """'ms-muon-wsd@lr=0.01,seed=1,flat-muon-wsd' -> two configs: a comma starts a new config only
+    where an ARCH- prefix follows it, so options keep their own commas."""
+    return [c for c in re.split(r",(?=(?:ms|flat)-)", text) if c]
 
 
 def model_config(preset: str, arch: str) -> ModelConfig:
@@ -213,6 +221,8 @@ class Arm:
     def __init__(self, spec: Spec, args: argparse.Namespace, corpus: Corpus) -> None:
         self.spec, self.args, self.corpus = spec, args, corpus
         self.config = model_config(args.preset, spec.arch)
+        if spec.fim > 0:
+            self.config = dataclasses.replace(self.config, fim=True)
         torch.manual_seed(spec.seed)
         self.model = MultiScaleTransformer(self.config).train()
         self.optimizer = build_optimizer(self.model, spec.optimizer, spec.lr, spec.weight_decay)
@@ -235,7 +245,8 @@ class Arm:
 
     def _forward_backward(self) -> float:
         T = self.config.max_seq_len
-        batch = sample_batch(self.corpus, self.args.batch_size, T, batch_rng(self.spec.seed, self.step, 0, 0))
+        rng = batch_rng(self.spec.seed, self.step, 0, 0)
+        batch = sample_batch(self.corpus, self.args.batch_size, T, rng, self.spec.fim)
         x, y = _to_device(batch, torch.device("cpu"))
         loss, _, _ = self.loss(x, y)
         loss.backward()
@@ -273,6 +284,7 @@ class Arm:
             "optimizer": self.spec.optimizer,
             "schedule": self.spec.schedule,
             "seed": self.spec.seed,
+            "fim": self.spec.fim,
             "params": self.model.num_parameters(),
             "budget_min": budget,
             "cpu_s": round(self.cpu, 1),
@@ -377,7 +389,7 @@ def run(args: argparse.Namespace) -> None:
     print({k: sum(len(d.data) for d in v) for k, v in sets.items()}, "held-out bytes", flush=True)
     corpus, _ = prepare_corpus(None)
 
-    arms = [Arm(parse_spec(c, args.seed), args, corpus.train) for c in args.configs.split(",")]
+    arms = [Arm(parse_spec(c, args.seed), args, corpus.train) for c in split_configs(args.configs)]
     for arm in arms:
         path = run_dir / "state" / f"{arm.spec.name}.pt"
         if args.resume and path.exists():
@@ -399,6 +411,8 @@ def run(args: argparse.Namespace) -> None:
             for arm in pending:
                 save_state(run_dir, arm)
             last_save = time.perf_counter()
+    for arm in arms:  # the final weights, for `axl eval` (e.g. --fim) on the same model
+        arm.model.eval().save_pretrained(run_dir / "models" / arm.spec.name)
     print(table(arms), flush=True)
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from multiscale_transformer.settings import (  # noqa: F401  (re-exported: the commands' flag types)
+    default_threads,
     fraction,
     non_negative_float,
     non_negative_int,
@@ -18,14 +18,6 @@ from multiscale_transformer.settings import (  # noqa: F401  (re-exported: the c
 
 if TYPE_CHECKING:
     from multiscale_transformer.model.model import MultiScaleTransformer
-
-
-def default_threads() -> int:
-    """One intra-op thread per available core: more oversubscribes and slows a small CPU badly."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 # Generating one byte at a time is bound by memory and per-op latency, not arithmetic: on this

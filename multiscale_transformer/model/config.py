@@ -55,6 +55,9 @@ class ModelConfig:
     downsample_factors: list[int] = field(default_factory=lambda: [1, 2, 4])
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    # Trained with fill-in-the-middle sentinels (model/vocab.py FIM_IDS): weights, not architecture,
+    # but it decides whether a server may infill with this model, so it travels in config.json.
+    fim: bool = False
 
     def __post_init__(self) -> None:
         factors = self.downsample_factors
@@ -65,8 +68,9 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise UserError(f"config: {name} must be a number, got {value!r}")
-        if not isinstance(self.bias, bool):
-            raise UserError(f"config: bias must be true or false, got {self.bias!r}")
+        for name in ("bias", "fim"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"config: {name} must be true or false, got {getattr(self, name)!r}")
         ints = ("vocab_size", "d_model", "n_heads", "d_ff", "n_layers_per_scale", "max_seq_len")
         for name in ints:
             value = getattr(self, name)

@@ -23,6 +23,7 @@ import numpy as np
 from multiscale_transformer.atomic import atomic_write_bytes, atomic_write_json
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.vocab import EOS_ID
+from multiscale_transformer.training.fim import apply_fim
 
 CACHE_VERSION = 1
 # Directories of the standard library that hold its own test suite: left out of the default corpus
@@ -316,13 +317,17 @@ def prepare_corpus(
     return _open(directory, manifest, False), stats
 
 
-def sample_batch(corpus: Corpus, batch_size: int, seq_len: int, rng: np.random.Generator) -> np.ndarray:
-    """(batch_size, seq_len + 1) ids from random windows: inputs are [:, :-1], targets [:, 1:]."""
+def sample_batch(
+    corpus: Corpus, batch_size: int, seq_len: int, rng: np.random.Generator, fim_rate: float = 0.0
+) -> np.ndarray:
+    """(batch_size, seq_len + 1) ids from random windows: inputs are [:, :-1], targets [:, 1:].
+
+    fim_rate > 0 rearranges that share of the windows' documents for fill-in-the-middle (fim.py)."""
     n = seq_len + 1
     if len(corpus) < n:
         raise UserError(f"the training split ({len(corpus)} ids) is shorter than one window of {n}; add data")
     starts = rng.integers(0, len(corpus) - n + 1, size=batch_size)
-    return np.stack([corpus.window(int(s), n) for s in starts])
+    return np.stack([apply_fim(corpus.window(int(s), n), fim_rate, rng) for s in starts])
 
 
 def batch_rng(seed: int, step: int, rank: int, micro: int) -> np.random.Generator:

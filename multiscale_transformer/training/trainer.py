@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,61 +19,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from multiscale_transformer.errors import UserError
-from multiscale_transformer.model.config import ModelConfig
 from multiscale_transformer.model.model import MultiScaleTransformer
+from multiscale_transformer.settings import default_threads
 from multiscale_transformer.training import checkpoint as ckpt_io
 from multiscale_transformer.training import distributed as dist_io
 from multiscale_transformer.training import report
 from multiscale_transformer.training.data import batch_rng, eval_windows, prepare_corpus, sample_batch
 from multiscale_transformer.training.optim import DISPLAY_NAMES, build_optimizer
 from multiscale_transformer.training.schedule import Schedule, default_warmup
+from multiscale_transformer.training.settings import TrainSettings
+
+__all__ = ["LossModule", "TrainSettings", "Trainer", "resolve_device"]
 
 
-@dataclass
-class TrainSettings:
-    """Everything a run needs; `axl train` maps its flags onto these fields one to one."""
-
-    out: Path
-    config: ModelConfig
-    model_name: str = "custom"
-    data: list[Path] | None = None
-    glob: str = "*.py"
-    cache_dir: Path | None = None
-    val_fraction: float = 0.05
-    batch_size: int = 16
-    grad_accum: int = 1
-    max_steps: int | None = None
-    time_budget: float | None = None  # seconds of training, summed over resumes
-    optimizer: str = "lion"
-    lr: float | None = None
-    weight_decay: float | None = None
-    warmup: int | None = None
-    min_lr_ratio: float = 0.1
-    schedule: str = "cosine"  # training/schedule.py SCHEDULE_KINDS
-    grad_clip: float = 1.0
-    fine_loss_weight: float = 0.0
-    eval_every: int = 100
-    eval_windows: int = 64
-    log_every: int = 10
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 3
-    seed: int = 0
-    threads: int = 1
-    device: str = "cpu"
-    compile: bool = False
-    resume: bool = False
-    init_from: Path | None = None  # model whose weights a fresh (not resumed) run starts from
-    quiet: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["out"] = str(self.out)
-        d["config"] = self.config.to_dict()
-        d["data"] = [str(p) for p in self.data] if self.data else None
-        d["cache_dir"] = str(self.cache_dir) if self.cache_dir else None
-        d["init_from"] = str(self.init_from) if self.init_from else None
-        return d
+def resolve_device(name: str) -> str:
+    """'auto' -> cuda when there is one, else cpu; 'cuda' without a device is a one-line error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
+    return name
 
 
 class LossModule(nn.Module):
@@ -147,8 +112,10 @@ def evaluate(model: MultiScaleTransformer, windows: np.ndarray, batch_size: int,
 
 class Trainer:
     def __init__(self, settings: TrainSettings, log: Callable[[str], None] | None = None) -> None:
-        self.s = settings
-        self.device = torch.device(settings.device)
+        device = resolve_device(settings.device)
+        threads = settings.threads or (1 if dist_io.launched_by_torchrun() and device == "cpu" else default_threads())
+        self.s = settings = dataclasses.replace(settings, device=device, threads=threads)
+        self.device = torch.device(device)
         self.dist = dist_io.init_distributed(self.device)
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.metrics_path = settings.out / "metrics.jsonl"
@@ -202,7 +169,10 @@ class Trainer:
         s, rank = self.s, self.dist.rank
         T = s.config.max_seq_len
         return [
-            _to_device(sample_batch(self.corpus.train, s.batch_size, T, batch_rng(s.seed, step, rank, m)), self.device)
+            _to_device(
+                sample_batch(self.corpus.train, s.batch_size, T, batch_rng(s.seed, step, rank, m), s.fim_rate),
+                self.device,
+            )
             for m in range(s.grad_accum)
         ]
 

@@ -1,0 +1,88 @@
+"""Fill-in-the-middle training data: the transform keeps every byte, splits on characters, marks with
+sentinels; training with --fim-rate records it in the model's config; sampling never emits a sentinel."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from multiscale_transformer.generation.row import CompletionOptions, RowState
+from multiscale_transformer.generation.sampling import SamplingParams
+from multiscale_transformer.model.vocab import EOS_ID, FIM_IDS, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID
+from multiscale_transformer.training.fim import apply_fim, char_starts, fim_piece
+
+from .test_data import small_corpus
+from .test_train import axl_train
+
+TEXT = "def grüße(n):\n    return '€' * n\n".encode()
+
+
+def undo(piece: list[int]) -> tuple[bytes, bytes, bytes]:
+    """(prefix, middle, suffix) of a PSM or SPM piece."""
+    assert piece[0] == FIM_PREFIX_ID
+    mid = piece.index(FIM_MIDDLE_ID)
+    if piece[1] == FIM_SUFFIX_ID:  # SPM: <PRE><SUF> suffix <MID> prefix+middle; the split is not marked
+        return b"", bytes(piece[mid + 1 :]), bytes(piece[2:mid])
+    suf = piece.index(FIM_SUFFIX_ID)
+    return bytes(piece[1:suf]), bytes(piece[mid + 1 :]), bytes(piece[suf + 1 : mid])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_piece_keeps_its_bytes_in_fim_order_and_splits_on_characters(seed: int) -> None:
+    piece = np.frombuffer(TEXT, dtype=np.uint8).astype(np.int64)
+    out = fim_piece(piece, np.random.default_rng(seed)).tolist()
+    assert len(out) == len(TEXT) + 3 and sorted(i for i in out if i in FIM_IDS) == sorted(FIM_IDS)
+    prefix, middle, suffix = undo(out)
+    assert prefix + middle + suffix == TEXT
+    for part in (prefix, middle, suffix):
+        part.decode("utf-8")  # raises if a split cut a character
+
+
+def test_char_starts_skip_continuation_bytes() -> None:
+    piece = np.frombuffer("a€b".encode(), dtype=np.uint8).astype(np.int64)
+    assert char_starts(piece).tolist() == [0, 1, 4, 5]
+
+
+def test_windows_keep_their_length_and_documents_their_eos() -> None:
+    doc = list(TEXT)
+    window = np.array([*doc[10:], EOS_ID, *doc, EOS_ID, *doc[:7]], dtype=np.int64)
+    assert apply_fim(window, 0.0, np.random.default_rng(0)) is window
+    seen_psm = seen_spm = False
+    for seed in range(30):
+        out = apply_fim(window, 1.0, np.random.default_rng(seed))
+        assert out.shape == window.shape
+        eos = np.flatnonzero(out == EOS_ID).tolist()
+        assert len(eos) == 2
+        whole = out[eos[0] + 1 : eos[1]].tolist()  # the one complete document, transformed
+        prefix, middle, suffix = undo(whole)
+        assert prefix + middle + suffix == TEXT
+        seen_spm |= whole[1] == FIM_SUFFIX_ID
+        seen_psm |= whole[1] != FIM_SUFFIX_ID
+    assert seen_psm and seen_spm
+
+
+def test_rate_is_the_share_of_documents_transformed() -> None:
+    window = np.array([*([*b"x = 1\n", EOS_ID] * 400)], dtype=np.int64)
+    out = apply_fim(window, 0.5, np.random.default_rng(0))
+    share = int((out == FIM_PREFIX_ID).sum()) / int((out == EOS_ID).sum())  # of the documents still in it
+    assert 0.4 < share < 0.6
+
+
+def test_sampling_never_emits_a_sentinel() -> None:
+    options = CompletionOptions(50, SamplingParams(1.0, None, None, 1.0), logit_bias={i: 100.0 for i in FIM_IDS})
+    state = RowState([1, 2, 3], options, torch.Generator().manual_seed(0), 258)
+    logits = torch.zeros(258)
+    logits[list(FIM_IDS)] = 50.0
+    assert all(state.sample(logits) not in FIM_IDS for _ in range(50))
+
+
+def test_train_with_fim_rate_marks_the_model(tmp_path: Path) -> None:
+    src = small_corpus(tmp_path / "corpus", n=30)
+    out = tmp_path / "run"
+    done = axl_train(src, out, "--fim-rate", "0.5", "--max-steps", "3", "--eval-every", "3")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "config.json").read_text())["fim"] is True
+    bad = axl_train(src, tmp_path / "bad", "--fim-rate", "1.5", "--max-steps", "1")
+    assert bad.returncode != 0 and "--fim-rate must be in [0, 1]" in bad.stderr
