@@ -1,13 +1,11 @@
 """KV-cached decoding across all scales, equal to the full forward pass.
 
-Per batch row: the fine stack caches keys and values for every byte; a token of scale k is formed
-when the byte at a position divisible by k arrives (the shift rule of model/scales.py: that byte
-ends the token's span) and then runs through its own stack with its own cache. Each directed
-cross-scale block caches the keys and values of its source tokens; new tokens (all ending at the
-new byte) attend to every cached source token, which by construction ends no later. The fusion
-reads, for every coarser scale, the final state of its latest token and the upsampling slot of the
-byte's offset in that token's span. Rows are independent, so prompts of different lengths and
-requests that start at different times share one batch.
+The model owns both passes over the caches: `MultiScaleTransformer.scale_states` fills them
+during a prefill and `step_states` advances them by one byte per row, so the scale wiring is
+written once, in model/. This decoder keeps the per-row bookkeeping: the caches themselves, each
+row's length and ids, the byte embeddings coarse tokens pool from, and the upsampled slots of each
+coarser scale's latest token that the fusion reads. Rows are independent, so prompts of different
+lengths and requests that start at different times share one batch.
 
 Beyond the context window the decoder keeps the last `keep` bytes of the row and re-prefills them
 (the llama.cpp "context shift" idea, without its approximation): every logit is then exactly what
@@ -24,7 +22,7 @@ from torch import nn
 
 from multiscale_transformer.generation.decoder import keep_after_overflow
 from multiscale_transformer.model.cache import CacheView, KVCache
-from multiscale_transformer.model.layers import drop_packed, project
+from multiscale_transformer.model.layers import drop_packed
 from multiscale_transformer.model.scales import n_tokens
 
 if TYPE_CHECKING:
@@ -132,101 +130,65 @@ class CachedDecoder(nn.Module):
         return out
 
     def _step_rows(self, row_list: list[int], ids: torch.Tensor) -> torch.Tensor:
-        """Append byte ids (R,) to rows row_list: logits (R, V). Which rows form a token at which scale,
-        and where, is Python-int bookkeeping; a lone row takes slice copies and unmasked attention."""
+        """Append byte ids (R,) to rows row_list: logits (R, V). The model's `step_states` does the
+        work against these rows' caches; this decoder keeps the byte embeddings and, per coarser
+        scale, the upsampled slots of each row's latest token."""
         model, device = self.model, self.emb.device
         t_list = [self.lengths[r] for r in row_list]  # the new bytes' positions
         rows, t = torch.tensor(row_list, device=device), torch.tensor(t_list, device=device)
         x = model.tok_emb(ids)[:, None]  # (R, 1, d)
         self.emb[rows, t] = x[:, 0]
-        # new[s] = (indices into row_list that formed a token of scale s now, their states (R_s, 1, d))
-        new: dict[int, tuple[list[int], torch.Tensor]] = {}
-        for s, k in enumerate(self.factors):
-            sub = [i for i, pos in enumerate(t_list) if pos % k == 0]
-            if not sub:
-                continue
-            pick = self._picker(sub, len(row_list))
-            h = pick(x) if k == 1 else self._pool(s, pick(rows), pick(t))
-            j = [t_list[i] // k for i in sub]  # token index = its position in this scale's stack
-            rope, mask = self._row_rope(j), self._mask([i + 1 for i in j])
-            sub_rows = [row_list[i] for i in sub]
-            for block, kv in zip(model.stacks[s], self.self_caches[s], strict=True):
-                h = block(h, rope, cache=self._view(kv, sub_rows, j, max(j) + 1), mask=mask, causal=False)
-            new[s] = (sub, h)
-        for layer, caches in zip(model.cross, self.cross_caches, strict=True):
-            snapshot = dict(new)
-            for (s, tgt), block, kv in zip(model.pairs, layer, caches, strict=True):
-                k_s = self.factors[s]
-                if s in snapshot:  # this step's source tokens join the pair's cache
-                    sub_s, src = snapshot[s]
-                    j_s = [t_list[i] // k_s for i in sub_s]
-                    keys = block.source_kv(src, self._row_rope([j * k_s for j in j_s]))
-                    self._view(kv, [row_list[i] for i in sub_s], j_s, 0).write(*keys)
-                if tgt not in new:
-                    continue
-                sub_t, h = new[tgt]
-                count = [t_list[i] // k_s + 1 for i in sub_t]  # source tokens so far, all ending by now
-                view = self._view(kv, [row_list[i] for i in sub_t], [c - 1 for c in count], max(count))
-                rope_q = self._row_rope([t_list[i] for i in sub_t])
-                new[tgt] = (sub_t, block.attend(h, *view.read(), rope_q, self._mask(count)))
+        new = model.step_states(x, t_list, _StepViews(self, row_list, rows, t))
         for s, (sub, h) in new.items():
             if s > 0:
-                self._store_slots(s, self._picker(sub, len(row_list))(rows), h[:, 0])
+                self._store_slots(s, _picker(sub, len(row_list))(rows), h[:, 0])
         for r in row_list:
             self.lengths[r] += 1
         return self._logits(rows, t, new[0][1][:, 0])
 
-    @staticmethod
-    def _picker(sub: list[int], n: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Selects entries `sub` of a per-row tensor's first dimension; no copy when that is all n."""
-        if len(sub) == n:
-            return lambda a: a
-        index = torch.tensor(sub)
-        return lambda a: a[index.to(a.device)]
-
-    @staticmethod
-    def _view(kv: KVCache, rows: list[int], pos: list[int], length: int) -> CacheView:
-        """Where rows write one new key each (at pos) and how many keys they read back."""
-        if len(rows) == 1:
-            return CacheView.one(kv, rows[0], pos[0], length)
-        device = kv.k.device
-        return CacheView(kv, torch.tensor(rows, device=device), torch.tensor(pos, device=device)[:, None], length)
-
-    def _pool(self, s: int, rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Token of scale s ending at byte t for each row: the k embeddings t-k+1..t, zeros before 0."""
-        k = self.factors[s]
-        offsets = torch.arange(-k + 1, 1, device=t.device)
-        pos = t[:, None] + offsets  # (R, k)
-        window = self.emb[rows[:, None], pos.clamp(min=0)] * (pos >= 0)[..., None]  # (R, k, d)
-        return self.model.down[s].pool_last(window)  # (R, 1, d)
-
     def _logits(self, rows: torch.Tensor, t: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
-        """Fuse the fine state (R, d) of byte t with each coarser scale's latest token, then the head."""
-        ups = [fine]
-        for s in range(1, len(self.factors)):
-            ups.append(self.slots[s][rows, t % self.factors[s]])  # slot t % k of token t // k
-        fused = self.model.fuse([u[:, None] for u in ups])  # (R, 1, d)
-        return self.model.head(fused)[:, 0]
+        """Logits of byte t from its fine state (R, d) and slot t % k of each coarser scale's latest token."""
+        coarse = [self.slots[s][rows, t % self.factors[s]] for s in range(1, len(self.factors))]
+        return self.model.byte_logits(fine, coarse)
 
     def _store_slots(self, s: int, rows: torch.Tensor, h: torch.Tensor) -> None:
         """Final state h (R, d) of the new latest token of scale s, upsampled once to its k byte slots."""
-        (slots,) = project(h, self.model.up[s].proj)
-        self.slots[s][rows] = slots.unflatten(-1, (self.factors[s], -1))  # (R, k, d)
+        self.slots[s][rows] = self.model.token_slots(s, h)
 
-    def _row_rope(self, positions: list[int]) -> torch.Tensor:
-        """Per-row rotations (R, 1, 1, hd/2) that broadcast over heads."""
-        table = self.model.rope_rotation
-        if len(positions) == 1:
-            return table[positions[0]].view(1, 1, 1, -1)
-        return table[torch.tensor(positions, device=table.device)][:, None, None]
 
-    def _mask(self, lengths: list[int]) -> torch.Tensor | None:
-        """(R, 1, 1, L) mask, one query per row that may see its first lengths[r] keys; None for one row
-        (it reads exactly its own keys), which takes SDPA's faster unmasked path."""
-        if len(lengths) == 1:
-            return None
-        n = torch.tensor(lengths, device=self.emb.device)
-        return (torch.arange(max(lengths), device=self.emb.device)[None] < n[:, None])[:, None, None]
+def _picker(sub: list[int], n: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Selects entries `sub` of a per-row tensor's first dimension; no copy when that is all n."""
+    if len(sub) == n:
+        return lambda a: a
+    index = torch.tensor(sub)
+    return lambda a: a[index.to(a.device)]
+
+
+def _view(kv: KVCache, rows: list[int], pos: list[int], length: int) -> CacheView:
+    """Where rows write one new key each (at pos) and how many keys they read back."""
+    if len(rows) == 1:
+        return CacheView.one(kv, rows[0], pos[0], length)
+    device = kv.k.device
+    return CacheView(kv, torch.tensor(rows, device=device), torch.tensor(pos, device=device)[:, None], length)
+
+
+class _StepViews:
+    """StepCaches for one step of rows `row_list` (new bytes at positions t): their cache rows and bytes."""
+
+    def __init__(self, decoder: CachedDecoder, row_list: list[int], rows: torch.Tensor, t: torch.Tensor) -> None:
+        self.decoder, self.row_list, self.rows, self.t = decoder, row_list, rows, t
+
+    def self_view(self, scale: int, layer: int, rows: list[int], pos: list[int], length: int) -> CacheView:
+        return _view(self.decoder.self_caches[scale][layer], [self.row_list[i] for i in rows], pos, length)
+
+    def cross_view(self, layer: int, pair: int, rows: list[int], pos: list[int], length: int) -> CacheView:
+        return _view(self.decoder.cross_caches[layer][pair], [self.row_list[i] for i in rows], pos, length)
+
+    def byte_window(self, rows: list[int], k: int) -> torch.Tensor:
+        """The k byte embeddings ending at each row's new byte (zeros before byte 0): (R_s, k, d)."""
+        pick = _picker(rows, len(self.row_list))
+        pos = pick(self.t)[:, None] + torch.arange(-k + 1, 1, device=self.t.device)  # (R_s, k)
+        return self.decoder.emb[pick(self.rows)[:, None], pos.clamp(min=0)] * (pos >= 0)[..., None]
 
 
 class _PrefillViews:

@@ -70,6 +70,21 @@ class CacheView:
         return self.cache.k[self.rows, :, : self.length], self.cache.v[self.rows, :, : self.length]
 
 
+class StepCaches(Protocol):
+    """Where one incremental step (one new byte per row) reads and writes keys and values.
+
+    Rows are named by their index into the step's rows; `pos` is each row's new key's position
+    and `length` how many keys the call reads back. `byte_window` gives, for each of the rows, the
+    embeddings of the k bytes that end at its new byte (zeros before the start of the row).
+    """
+
+    def self_view(self, scale: int, layer: int, rows: list[int], pos: list[int], length: int) -> CacheView: ...
+
+    def cross_view(self, layer: int, pair: int, rows: list[int], pos: list[int], length: int) -> CacheView: ...
+
+    def byte_window(self, rows: list[int], k: int) -> torch.Tensor: ...
+
+
 class PassCaches(Protocol):
     """Where one full pass over a window stores keys and values (the decoder's prefill).
 

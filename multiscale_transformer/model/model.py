@@ -13,10 +13,10 @@ from torch import nn
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.attention import Attention
-from multiscale_transformer.model.cache import CacheView, PassCaches
+from multiscale_transformer.model.cache import CacheView, PassCaches, StepCaches
 from multiscale_transformer.model.config import GENERATION_DEFAULTS, ModelConfig, memory_bytes
 from multiscale_transformer.model.io import load_weights, read_pretrained, save_model
-from multiscale_transformer.model.layers import RMSNorm, SwiGLU, rope_tables
+from multiscale_transformer.model.layers import RMSNorm, SwiGLU, project, rope_tables
 from multiscale_transformer.model.scales import Downsample, Upsample, cross_mask, n_tokens, span_ends
 
 if TYPE_CHECKING:
@@ -187,6 +187,64 @@ class MultiScaleTransformer(nn.Module):
                 hs[t] = block.attend(hs[t], k, v, self.rope(ends[t]), mask)
         return hs
 
+    def step_states(
+        self, x: torch.Tensor, positions: list[int], caches: StepCaches
+    ) -> dict[int, tuple[list[int], torch.Tensor]]:
+        """`scale_states` for one new byte per row: the KV-cached decoder's step.
+
+        x: the new bytes' embeddings (R, 1, d), at byte positions `positions` of their rows. The same
+        wiring token by token: a row forms a token of scale k when its new byte's position is
+        divisible by k (that byte ends the token's span, scales.py); the new tokens run through their
+        stacks, then through the cross blocks, where they attend to every cached source token (all
+        of which end no later). Returns {scale: (the rows that formed a token, their states (R_s, 1, d))}.
+        Which rows form tokens, and where, is Python-int bookkeeping; one row takes unmasked attention.
+        """
+        factors = self.config.downsample_factors
+        new: dict[int, tuple[list[int], torch.Tensor]] = {}
+        for s, k in enumerate(factors):
+            rows = [i for i, pos in enumerate(positions) if pos % k == 0]
+            if not rows:
+                continue
+            h = x if k == 1 else self.down[s].pool_last(caches.byte_window(rows, k))  # every row forms a byte
+            j = [positions[i] // k for i in rows]  # token index = its position in this scale's stack
+            rope, mask = self.row_rope(j), lengths_mask([i + 1 for i in j], x.device)
+            for layer, block in enumerate(self.stacks[s]):
+                h = block(h, rope, cache=caches.self_view(s, layer, rows, j, max(j) + 1), mask=mask, causal=False)
+            new[s] = (rows, h)
+        for li, layer in enumerate(self.cross):
+            snapshot = dict(new)
+            for pi, ((s, t), block) in enumerate(zip(self.pairs, layer, strict=True)):
+                k = factors[s]
+                if s in snapshot:  # this step's source tokens join the pair's cache
+                    rows_s, src = snapshot[s]
+                    j_s = [positions[i] // k for i in rows_s]
+                    keys = block.source_kv(src, self.row_rope([j * k for j in j_s]))  # rope at span ends
+                    caches.cross_view(li, pi, rows_s, j_s, 0).write(*keys)
+                if t not in new:
+                    continue
+                rows_t, h = new[t]
+                count = [positions[i] // k + 1 for i in rows_t]  # source tokens so far, all ending by now
+                view = caches.cross_view(li, pi, rows_t, [c - 1 for c in count], max(count))
+                rope_q = self.row_rope([positions[i] for i in rows_t])
+                new[t] = (rows_t, block.attend(h, *view.read(), rope_q, lengths_mask(count, x.device)))
+        return new
+
+    def token_slots(self, scale: int, h: torch.Tensor) -> torch.Tensor:
+        """A coarse token's final states h (R, d) upsampled to the k bytes it serves: (R, k, d)."""
+        (slots,) = project(h, self.up[scale].proj)
+        return slots.unflatten(-1, (self.config.downsample_factors[scale], -1))
+
+    def byte_logits(self, fine: torch.Tensor, coarse: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Logits (R, V) of one byte per row from its fine state (R, d) and, per coarser scale, the
+        upsampling slot (R, d) its offset reads: the fusion and the head of the forward pass."""
+        return self.head(self.fuse([u[:, None] for u in (fine, *coarse)]))[:, 0]
+
+    def row_rope(self, positions: list[int]) -> Rope:
+        """Per-row rotations (R, 1, 1, hd/2) that broadcast over heads."""
+        if len(positions) == 1:
+            return self.rope_rotation[positions[0]].view(1, 1, 1, -1)
+        return self.rope_rotation[torch.tensor(positions, device=self.rope_rotation.device)][:, None, None]
+
     def _encode(self, scale: int, x: torch.Tensor, caches: PassCaches | None = None) -> torch.Tensor:
         """One scale's self-attention stack over its tokens (positions = token index)."""
         rope = self.rope(torch.arange(x.shape[1], device=x.device))
@@ -248,6 +306,15 @@ class MultiScaleTransformer(nn.Module):
     def save_pretrained(self, directory: str | Path, **extra: Any) -> Path:
         """Write config.json, generation_config.json, model.safetensors and model.pt into directory."""
         return save_model(self, directory, **extra)
+
+
+def lengths_mask(lengths: list[int], device: torch.device) -> torch.Tensor | None:
+    """(R, 1, 1, L) mask for one query per row that may see its first lengths[r] keys; None for one
+    row (it reads exactly its own keys), which takes SDPA's faster unmasked path."""
+    if len(lengths) == 1:
+        return None
+    n = torch.tensor(lengths, device=device)
+    return (torch.arange(max(lengths), device=device)[None] < n[:, None])[:, None, None]
 
 
 def _check_memory(cfg: ModelConfig) -> None:
