@@ -71,6 +71,7 @@ class RowState:
         self.emitted = 0
         self.n_generated = 0
         self.finish_reason: str | None = None
+        self.stop_hit: bytes | None = None  # the stop sequence that ended the completion, if one did
 
     def sample(self, logits: torch.Tensor) -> int:
         """The next byte id from the model's logits (V,) for it."""
@@ -92,6 +93,7 @@ class RowState:
             self.out.append(token)
         cut = find_stop(self.out, self.stop, self.emitted)
         if cut is not None:
+            self.stop_hit = next(s for s in self.stop if self.out.startswith(s, cut))
             return self._finish(cut, "stop")
         if self.n_generated >= self.options.max_tokens:
             return self._finish(len(self.out), "length")

@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from multiscale_transformer.serving import chat_completions, completions
+from multiscale_transformer.serving import chat_completions, completions, infill, llamacpp
 from multiscale_transformer.serving.common import ServerSettings, check_api_key, engine_of, now, settings_of
 from multiscale_transformer.serving.engine import Engine
 from multiscale_transformer.serving.errors import APIError, error_body, install_handlers
@@ -62,11 +62,14 @@ def create_app(
     app.state.fatal_error = None  # set when the scheduler thread dies
     app.state.shutdown = None  # set by `axl serve`: stops the HTTP server
     app.state.context_length = 0
+    app.state.model_config = None
     install_handlers(app)
 
     v1 = APIRouter(dependencies=[Depends(check_api_key)])
     v1.include_router(completions.router)
     v1.include_router(chat_completions.router)
+    v1.include_router(infill.router)  # Mistral's /v1/fim/completions
+    v1.include_router(llamacpp.router)  # llama.cpp's /completion and /infill (at the root, as llama.cpp has them)
     v1.add_api_route("/v1/models", list_models, methods=["GET"])
     v1.add_api_route("/v1/models/{model_id:path}", get_model, methods=["GET"])
     app.include_router(v1)
@@ -119,6 +122,7 @@ def _load(app: FastAPI, model: MultiScaleTransformer | str | Path) -> None:
         log.error("the model failed to load: %s", app.state.load_error)
         return
     app.state.context_length = model.config.max_seq_len
+    app.state.model_config = model.config
     app.state.engine = engine  # last: its presence means ready
     log.info(
         "ready: serving %r (context %d bytes, %d rows)", settings.name, model.config.max_seq_len, settings.max_batch

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from multiscale_transformer.generation import fim
+from multiscale_transformer.generation.fim import Infill
 from multiscale_transformer.model.vocab import EOS_ID
 from multiscale_transformer.serving.common import (
     SSE_DONE,
@@ -24,6 +26,7 @@ from multiscale_transformer.serving.common import (
 )
 from multiscale_transformer.serving.engine import ByteLogprob, Chunk, Failed, Finished, PromptLogprobs, Spec
 from multiscale_transformer.serving.errors import APIError, error_body
+from multiscale_transformer.serving.infill import markers_of, plan_infill
 from multiscale_transformer.serving.protocol import (
     Completion,
     CompletionChoice,
@@ -50,6 +53,19 @@ def prompts_of(req: CompletionRequest) -> list[list[int]]:
     if not items or not all(items):
         raise APIError(400, "the prompt is empty: give at least one byte", param="prompt", code="empty_prompt")
     return items
+
+
+def infills_of(req: CompletionRequest, count: int) -> list[Infill | None]:
+    """Per prompt, the infilling it asks for: `suffix` (with one string prompt) or FIM marker text."""
+    if req.suffix:  # an empty suffix leaves nothing to fill: a plain completion
+        if not isinstance(req.prompt, str):
+            raise APIError(400, "suffix needs the prompt as one string", param="suffix", code="unsupported")
+        return [Infill(fim.encode(req.prompt), fim.encode(req.suffix))]
+    if isinstance(req.prompt, str):
+        return [markers_of(req.prompt)]
+    if all(isinstance(t, str) for t in req.prompt):
+        return [markers_of(t) for t in req.prompt]  # type: ignore[arg-type]
+    return [None] * count  # byte ids: no marker text
 
 
 @dataclass
@@ -83,24 +99,32 @@ async def completions(request: Request) -> Response:
     req = await read_body(request, CompletionRequest)
     engine = engine_of(request)  # 503 while loading, before anything needs the context length
     settings = settings_of(request)
-    if req.suffix:
-        raise APIError(400, "suffix (fill-in-the-middle) is not supported by this model", "suffix", "unsupported")
     n = req.n or 1
     if req.best_of not in (None, n):
         raise APIError(400, "best_of is not supported (only best_of == n)", "best_of", "unsupported")
-    prompts = [truncate(p, request) for p in prompts_of(req)]
-    check_capacity(len(prompts) * n, settings)
-    sampling = sampling_of(req, settings, req.max_tokens, [])
+    raw = prompts_of(req)
+    infills = infills_of(req, len(raw))
     echo = bool(req.echo)
+    if echo and any(infills):
+        raise APIError(400, "echo cannot be combined with fill-in-the-middle", param="echo", code="unsupported")
+    check_capacity(len(raw) * n, settings)
+    sampling = sampling_of(req, settings, req.max_tokens, [])
+    planned = [
+        plan_infill(request, infill, sampling, "suffix" if req.suffix else "prompt")
+        if infill is not None
+        else (truncate(p, request), sampling)
+        for p, infill in zip(raw, infills, strict=True)
+    ]
+    prompts = [ids for ids, _ in planned]
     specs = [
         Spec(
             prompt=prompt,
-            options=sampling.options,
+            options=own.options,
             seed=(sampling.seed + j) % (1 << 64),
             logprobs=req.logprobs,
             prompt_logprobs=echo and req.logprobs is not None,
         )
-        for prompt in prompts
+        for prompt, own in planned
         for j in range(n)
     ]
     choices = [ChoiceState(spec.prompt, echo) for spec in specs]

@@ -67,6 +67,7 @@ class Finished:
     # The logprob of the EOS that ended the completion, when logprobs were asked for: it is a sampled
     # token like any other, so logprobs count one per byte of prompt and completion plus this one.
     eos: ByteLogprob | None = None
+    stop_word: bytes | None = None  # the stop sequence that ended it (llama.cpp reports which)
 
 
 @dataclass(frozen=True)
@@ -321,7 +322,8 @@ class Engine:
         return False
 
     def _finish(self, job: Job, reason: str, eos: ByteLogprob | None = None) -> None:
-        job.sink(Finished(job.index, reason, job.state.n_generated if job.state else 0, eos))
+        state = job.state
+        job.sink(Finished(job.index, reason, state.n_generated if state else 0, eos, state.stop_hit if state else None))
         self._done(job)
 
     def _fail(self, job: Job, message: str) -> None:

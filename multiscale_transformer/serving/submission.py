@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from multiscale_transformer.serving.engine import Engine, EngineDead, Event, Failed, Finished, ServerBusy, Spec
+from multiscale_transformer.serving.engine import (
+    Chunk,
+    Engine,
+    EngineDead,
+    Event,
+    Failed,
+    Finished,
+    ServerBusy,
+    Spec,
+)
 from multiscale_transformer.serving.errors import APIError
 
 POLL_S = 0.1  # how often a waiting request checks whether its client has gone
@@ -59,3 +70,47 @@ class Submission:
             if isinstance(event, Finished | Failed):
                 self.remaining -= 1
             yield event
+
+
+@dataclass
+class Outcome:
+    """One completion's whole text and how it ended: what the non-streaming endpoints report."""
+
+    text: bytearray = field(default_factory=bytearray)
+    finished: Finished | None = None
+
+
+class StreamFailed(Exception):
+    """A completion failed mid-stream; the message goes to the client as an error event."""
+
+
+async def collect(submission: Submission, n: int) -> list[Outcome]:
+    """Every completion's text and end (500 when one failed); the jobs are cancelled on the way out."""
+    outcomes = [Outcome() for _ in range(n)]
+    try:
+        async for event in submission.events():
+            if isinstance(event, Chunk):
+                outcomes[event.index].text += event.data
+            elif isinstance(event, Finished):
+                outcomes[event.index].finished = event
+            elif isinstance(event, Failed):
+                raise APIError(500, event.message)
+    finally:
+        submission.cancel()
+    return outcomes
+
+
+async def text_deltas(submission: Submission, n: int) -> AsyncIterator[tuple[int, str, Finished | None]]:
+    """(completion index, newly final text, the Finished event once it ends), as the bytes arrive.
+
+    Text is decoded incrementally, so a character split across chunks arrives whole; raises
+    StreamFailed when a completion fails and ClientGone when the client disconnects.
+    """
+    decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(n)]
+    async for event in submission.events():
+        if isinstance(event, Chunk):
+            yield event.index, decoders[event.index].decode(event.data), None
+        elif isinstance(event, Finished):
+            yield event.index, decoders[event.index].decode(b"", final=True), event
+        elif isinstance(event, Failed):
+            raise StreamFailed(event.message)

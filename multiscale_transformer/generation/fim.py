@@ -1,0 +1,143 @@
+"""Fill-in-the-middle at inference: one (prefix, suffix) path for the Python API, the CLI and the server.
+
+A request names its prefix and suffix in one of the ways editors and their tools do (an explicit
+`suffix`, Mistral's and llama.cpp's fields, or FIM marker text inside the prompt); every way ends
+in `Infill`, and `infill_prompt` lays it out as training did (training/fim.py, PSM order):
+`EOS <PRE> prefix <SUF> suffix <MID>`, after which the model writes the middle and then EOS.
+Both sides are cut to fit the context with room to generate: the prefix from the left, the
+suffix from the right, each on a UTF-8 character boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from multiscale_transformer.errors import UserError
+from multiscale_transformer.generation.generate import TextStream
+from multiscale_transformer.model.vocab import EOS_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID
+
+if TYPE_CHECKING:
+    from multiscale_transformer.generation.sampling import SamplingParams
+    from multiscale_transformer.model.config import ModelConfig
+    from multiscale_transformer.model.model import MultiScaleTransformer
+
+# Marker text that editors' FIM templates write into a prompt, per model family:
+# (prefix, suffix, middle, spaced). Code Llama's template puts one space after <PRE>, before <SUF>
+# and before <MID> ("<PRE> {prefix} <SUF>{suffix} <MID>"): those spaces are template, not text.
+MARKERS = (
+    ("<fim_prefix>", "<fim_suffix>", "<fim_middle>", False),  # StarCoder: Continue's default template
+    ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", False),  # Qwen2.5-Coder, CodeGemma
+    ("<PRE>", "<SUF>", "<MID>", True),  # Code Llama
+)
+SENTINEL_BYTES = 4  # EOS and the three sentinels around prefix and suffix
+
+
+@dataclass(frozen=True)
+class Infill:
+    """Text before the cursor, after it, and (llama.cpp's `prompt` of /infill) the middle's start."""
+
+    prefix: bytes
+    suffix: bytes
+    start: bytes = b""
+
+
+def check_fim(config: ModelConfig) -> None:
+    """One clear refusal for a model that never saw the sentinels: its output would be prefix-only
+    text passed off as infilling."""
+    if not config.fim:
+        raise UserError(
+            'this model was not trained for fill-in-the-middle (its config.json has "fim": false), so it '
+            "cannot complete between a prefix and a suffix; train one with `axl train --fim-rate 0.5`"
+        )
+
+
+def parse_markers(prompt: str) -> Infill | None:
+    """The Infill that FIM marker text in `prompt` describes (PSM or SPM order); None without markers.
+
+    Text before the first marker (e.g. a file path or repository header) is earlier context, so it
+    joins the prefix; text after the middle marker is the start of the middle.
+    """
+    for pre, suf, mid, spaced in MARKERS:
+        found = [prompt.find(m) for m in (pre, suf, mid)]
+        if all(i < 0 for i in found):
+            continue
+        if min(found) < 0:
+            raise UserError(f"the prompt has FIM markers but not all three of {pre} {suf} {mid}")
+        i, j, k = found
+        if i < j < k:  # PSM: <PRE> prefix <SUF> suffix <MID>
+            lead, prefix, suffix = prompt[:i], prompt[i + len(pre) : j], prompt[j + len(suf) : k]
+        elif j < i < k:  # SPM: <SUF> suffix <PRE> prefix <MID>
+            lead, suffix, prefix = prompt[:j], prompt[j + len(suf) : i], prompt[i + len(pre) : k]
+        else:
+            raise UserError(f"the prompt's FIM markers are in an order this server does not know ({pre} {suf} {mid})")
+        if spaced:
+            prefix = prefix.removeprefix(" ").removesuffix(" ")
+            suffix = suffix.removesuffix(" ")
+        start = prompt[k + len(mid) :]
+        return Infill(encode(lead + prefix), encode(suffix), encode(start))
+    return None
+
+
+def encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def infill_prompt(infill: Infill, window: int, room: int) -> list[int]:
+    """The prompt ids for `infill` in a context of `window` bytes, leaving `room` bytes to generate.
+
+    The suffix keeps at least a quarter of the space when it is that long (the code right after
+    the cursor matters most to what fits there); the prefix gets the rest.
+    """
+    budget = window - room - SENTINEL_BYTES - len(infill.start)
+    if budget < 2:
+        raise UserError(f"the context ({window} bytes) leaves no room for a prefix and a suffix")
+    keep_suffix = min(len(infill.suffix), max(budget // 4, budget - len(infill.prefix)))
+    keep_prefix = min(len(infill.prefix), budget - keep_suffix)
+    prefix = _whole_chars_from_left(infill.prefix[len(infill.prefix) - keep_prefix :])
+    suffix = _whole_chars_from_right(infill.suffix[:keep_suffix])
+    return [EOS_ID, FIM_PREFIX_ID, *prefix, FIM_SUFFIX_ID, *suffix, FIM_MIDDLE_ID, *infill.start]
+
+
+def plan(config: ModelConfig, infill: Infill, max_tokens: int) -> tuple[list[int], int]:
+    """(prompt ids, max_tokens) for an infilling: the room to generate is at most a quarter of the
+    context, and generation stops where the context ends (sliding past it would drop the sentinels)."""
+    check_fim(config)
+    window = config.max_seq_len
+    ids = infill_prompt(infill, window, max(1, min(max_tokens, window // 4)))
+    return ids, min(max_tokens, window - len(ids))
+
+
+def infill(
+    model: MultiScaleTransformer,
+    prefix: str,
+    suffix: str,
+    max_new_tokens: int,
+    params: SamplingParams,
+    stop: list[bytes] | None = None,
+    seed: int | None = None,
+) -> str:
+    """The model's middle between `prefix` and `suffix` (what the server's FIM endpoints return)."""
+    ids, max_tokens = plan(model.config, Infill(encode(prefix), encode(suffix)), max_new_tokens)
+    out = b"".join(TextStream(model, ids, max_tokens, params, stop, seed))
+    return out.decode("utf-8", "replace")
+
+
+def _whole_chars_from_left(data: bytes) -> bytes:
+    """data without the continuation bytes a cut left at its start."""
+    i = 0
+    while i < len(data) and 0x80 <= data[i] < 0xC0:
+        i += 1
+    return data[i:]
+
+
+def _whole_chars_from_right(data: bytes) -> bytes:
+    """data without a character the cut left incomplete at its end."""
+    for back in range(1, min(4, len(data)) + 1):
+        b = data[-back]
+        if b < 0x80:
+            return data  # ASCII: complete
+        if b >= 0xC0:  # a lead byte: complete when its sequence fits
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return data if back >= need else data[:-back]
+    return data

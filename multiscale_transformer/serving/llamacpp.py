@@ -1,0 +1,173 @@
+"""llama.cpp's native endpoints: POST /completion and POST /infill, in llama.cpp's request and reply shapes.
+
+Continue's `llama.cpp` provider and other llama.cpp clients post `{"prompt", "n_predict", "stop",
+"stream"}` and read `content` (streamed as SSE `data:` objects, the last one with `"stop": true`;
+no `[DONE]`). `/infill` takes `input_prefix`, `input_suffix` and `input_extra` (more files, put
+before the prefix as earlier context: they are the first thing cut when the context is short);
+its `prompt` is the start of the middle. A `/completion` prompt with FIM marker text is an
+infilling too. Sampling fields use llama.cpp's names (`repeat_penalty`; seed -1 = random).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from multiscale_transformer.generation import fim
+from multiscale_transformer.generation.fim import Infill
+from multiscale_transformer.serving.common import Sampling, engine_of, read_body, sampling_of, settings_of, sse
+from multiscale_transformer.serving.engine import Finished
+from multiscale_transformer.serving.errors import error_body
+from multiscale_transformer.serving.infill import markers_of, plan_infill, prompt_ids, specs_for
+from multiscale_transformer.serving.protocol import MAX_STOPS, ByteId, SamplingFields, openapi_body
+from multiscale_transformer.serving.submission import ClientGone, StreamFailed, Submission, collect, text_deltas
+
+router = APIRouter()
+
+
+class LlamaSampling(BaseModel):
+    """The sampling fields of llama.cpp's native requests (unknown fields, e.g. cache_prompt, ignored)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    n_predict: Annotated[int, Field(ge=-1)] | None = None  # -1 or absent: the server's default
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    repeat_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    stop: Annotated[list[str], Field(max_length=MAX_STOPS)] | None = None
+    seed: int | None = None
+    stream: bool | None = None
+
+    def sampling(self, request: Request) -> Sampling:
+        fields = SamplingFields(
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            repetition_penalty=self.repeat_penalty,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            stop=self.stop,
+            seed=None if self.seed in (None, -1) else self.seed,
+        )
+        max_tokens = None if self.n_predict in (None, -1) else self.n_predict
+        return sampling_of(fields, settings_of(request), max_tokens, [])
+
+
+class LlamaCompletionRequest(LlamaSampling):
+    prompt: str | Annotated[list[ByteId], Field(min_length=1)]
+
+
+class ExtraFile(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    filename: str = ""
+    text: str = ""
+
+
+class InfillRequest(LlamaSampling):
+    input_prefix: str = ""
+    input_suffix: str = ""
+    input_extra: Annotated[list[ExtraFile], Field(max_length=64)] | None = None
+    prompt: str = ""  # the start of the middle
+
+
+@router.post("/completion", response_model=None, openapi_extra=openapi_body(LlamaCompletionRequest))
+async def completion(request: Request) -> Response:
+    req = await read_body(request, LlamaCompletionRequest)
+    engine_of(request)  # 503 while loading
+    sampling = req.sampling(request)
+    if isinstance(req.prompt, list):
+        return await _run(request, req, list(req.prompt), sampling)
+    ids, sampling = prompt_ids(request, markers_of(req.prompt), req.prompt, sampling, "prompt")
+    return await _run(request, req, ids, sampling)
+
+
+@router.post("/infill", response_model=None, openapi_extra=openapi_body(InfillRequest))
+async def infill(request: Request) -> Response:
+    req = await read_body(request, InfillRequest)
+    engine_of(request)
+    extra = "".join(f"# Path: {f.filename}\n{f.text}\n" if f.filename else f"{f.text}\n" for f in req.input_extra or [])
+    wanted = Infill(fim.encode(extra + req.input_prefix), fim.encode(req.input_suffix), fim.encode(req.prompt))
+    ids, sampling = plan_infill(request, wanted, req.sampling(request), "input_suffix")
+    return await _run(request, req, ids, sampling)
+
+
+async def _run(request: Request, req: LlamaSampling, ids: list[int], sampling: Sampling) -> Response:
+    settings = settings_of(request)
+    submission = Submission(engine_of(request), specs_for(ids, sampling, 1), request)
+    summary = _Summary(settings.name, len(ids), sampling, len(ids) >= request.app.state.context_length)
+    if req.stream:
+        return StreamingResponse(_stream(submission, summary), media_type="text/event-stream")
+    try:
+        (outcome,) = await collect(submission, 1)
+    except ClientGone:
+        return Response(status_code=499)
+    assert outcome.finished is not None
+    return JSONResponse(summary.final(outcome.text.decode("utf-8", "replace"), outcome.finished))
+
+
+class _Summary:
+    """llama.cpp's closing fields: what stopped generation, counts, settings and timings."""
+
+    def __init__(self, model: str, n_prompt: int, sampling: Sampling, truncated: bool) -> None:
+        self.model, self.n_prompt, self.sampling, self.truncated = model, n_prompt, sampling, truncated
+        self.started = time.perf_counter()
+
+    def final(self, content: str, done: Finished) -> dict[str, Any]:
+        o, p = self.sampling.options, self.sampling.options.params
+        stop_type = "limit" if done.finish_reason == "length" else "eos" if done.stop_word is None else "word"
+        seconds = time.perf_counter() - self.started
+        return {
+            "index": 0,
+            "content": content,
+            "stop": True,
+            "model": self.model,
+            "tokens_predicted": done.completion_tokens,
+            "tokens_evaluated": self.n_prompt,
+            "truncated": self.truncated,
+            "stop_type": stop_type,
+            "stopped_eos": stop_type == "eos",
+            "stopped_word": stop_type == "word",
+            "stopped_limit": stop_type == "limit",
+            "stopping_word": (done.stop_word or b"").decode("utf-8", "replace"),
+            "generation_settings": {
+                "n_predict": o.max_tokens,
+                "temperature": p.temperature,
+                "top_k": p.top_k,
+                "top_p": p.top_p,
+                "repeat_penalty": p.repetition_penalty,
+                "frequency_penalty": o.frequency_penalty,
+                "presence_penalty": o.presence_penalty,
+                "seed": self.sampling.seed,
+                "stop": [s.decode("utf-8", "replace") for s in o.stop],
+            },
+            "timings": {
+                "prompt_n": self.n_prompt,
+                "predicted_n": done.completion_tokens,
+                "predicted_ms": seconds * 1000,
+                "predicted_per_second": done.completion_tokens / seconds if seconds > 0 else 0.0,
+            },
+        }
+
+
+async def _stream(submission: Submission, summary: _Summary) -> AsyncIterator[str]:
+    try:
+        async for _, text, finished in text_deltas(submission, 1):
+            if text:
+                yield sse({"index": 0, "content": text, "stop": False})
+            if finished is not None:
+                yield sse(summary.final("", finished))
+    except StreamFailed as exc:
+        yield sse(error_body(500, str(exc)))
+    except ClientGone:
+        return
+    finally:
+        submission.cancel()

@@ -1,0 +1,227 @@
+"""Fill-in-the-middle through the server, in the request shapes editors send, on live servers.
+
+A small model trained with --fim-rate serves Continue.dev's exact autocomplete request (StarCoder
+markers in the prompt), Mistral's /v1/fim/completions, llama.cpp's /infill and /completion; each
+answer must be the Python API's infilling of the same prefix and suffix (same seed). A model not
+trained for FIM refuses infilling with a 400 that names the cause, and keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from multiscale_transformer.generation import fim
+from multiscale_transformer.generation.fim import Infill, infill_prompt, parse_markers
+from multiscale_transformer.generation.generate import TextStream
+from multiscale_transformer.generation.sampling import SamplingParams
+from multiscale_transformer.model.config import GENERATION_DEFAULTS, ModelConfig
+from multiscale_transformer.model.model import MultiScaleTransformer
+from multiscale_transformer.model.vocab import EOS_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID
+from multiscale_transformer.serving.app import create_app
+from multiscale_transformer.training.trainer import Trainer, TrainSettings
+
+from .conftest import make_model
+from .live import live_server
+from .test_data import small_corpus
+
+PREFIX = "# Path: util.py\ndef add(a, b):\n    "
+SUFFIX = "\n\nprint(add(1, 2))\n"
+CONTINUE_STOPS = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<file_sep>", "<|endoftext|>", "</fim_middle>",
+                  "</code>", "/src/", "#- coding: utf-8", "```"]  # fmt: skip
+# Continue.dev's tab-autocomplete request to an OpenAI-compatible provider (StarCoder template).
+CONTINUE_REQUEST = {
+    "model": "axl-mini",
+    "max_tokens": 4096,
+    "temperature": 0.01,
+    "stream": True,
+    "stop": CONTINUE_STOPS,
+    "prompt": f"<fim_prefix>{PREFIX}<fim_suffix>{SUFFIX}<fim_middle>",
+}
+
+
+@pytest.fixture(scope="module")
+def fim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fim")
+    settings = TrainSettings(
+        out=root / "model", config=ModelConfig.from_name("tiny"), data=[small_corpus(root, n=20)],
+        cache_dir=root / "cache", fim_rate=0.5, max_steps=12, batch_size=4, eval_every=12, eval_windows=2,
+        threads=2, quiet=True, device="cpu",
+    )  # fmt: skip
+    Trainer(settings, log=lambda _: None).run()
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def model(fim_dir: Path) -> MultiScaleTransformer:
+    return MultiScaleTransformer.from_pretrained(fim_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def base(fim_dir: Path) -> Iterator[str]:
+    torch.set_num_threads(2)
+    with live_server(create_app(fim_dir, name="axl-fim", max_batch=4)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def http(base: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base, timeout=60) as client:
+        yield client
+
+
+def params(temperature: float) -> SamplingParams:
+    d = GENERATION_DEFAULTS
+    return SamplingParams(temperature, d["top_k"], d["top_p"], d["repetition_penalty"])
+
+
+def expected(model: MultiScaleTransformer, prefix: str, suffix: str, n: int, t: float, seed: int, stop=()) -> str:
+    return fim.infill(model, prefix, suffix, n, params(t), [s.encode() for s in stop], seed)
+
+
+def sse(response: httpx.Response) -> list[dict]:
+    events = [line.removeprefix("data: ") for line in response.text.splitlines() if line.startswith("data: ")]
+    return [json.loads(e) for e in events if e != "[DONE]"]
+
+
+def test_the_model_is_marked_fim_trained(model: MultiScaleTransformer) -> None:
+    assert model.config.fim
+
+
+def test_continue_autocomplete_request_streaming_and_not(http: httpx.Client, model: MultiScaleTransformer) -> None:
+    streamed = http.post("/v1/completions", json=CONTINUE_REQUEST)
+    assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+    assert streamed.text.rstrip().endswith("data: [DONE]")
+    events = sse(streamed)
+    assert [e["choices"][0]["finish_reason"] for e in events if e["choices"][0]["finish_reason"]] in (
+        ["stop"],
+        ["length"],
+    )
+    text = "".join(e["choices"][0]["text"] for e in events)
+    assert not any(s in text for s in CONTINUE_STOPS)
+    # The same request with a seed: exactly the Python API's infilling, streamed or not.
+    seeded = {**CONTINUE_REQUEST, "seed": 11}
+    want = expected(model, PREFIX, SUFFIX, 4096, 0.01, 11, CONTINUE_STOPS)
+    assert want
+    whole = http.post("/v1/completions", json={**seeded, "stream": False})
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["choices"][0]["text"] == want
+    assert "".join(e["choices"][0]["text"] for e in sse(http.post("/v1/completions", json=seeded))) == want
+    # `suffix` on /v1/completions is the same infilling.
+    body = {
+        "prompt": PREFIX,
+        "suffix": SUFFIX,
+        "max_tokens": 4096,
+        "temperature": 0.01,
+        "seed": 11,
+        "stop": CONTINUE_STOPS,
+    }
+    assert http.post("/v1/completions", json=body).json()["choices"][0]["text"] == want
+
+
+def test_mistral_fim_completions(http: httpx.Client, model: MultiScaleTransformer) -> None:
+    body = {"model": "codestral-latest", "prompt": PREFIX, "suffix": SUFFIX, "max_tokens": 40, "temperature": 0.7,
+            "random_seed": 3, "stop": ["\n\n"]}  # fmt: skip
+    want = expected(model, PREFIX, SUFFIX, 40, 0.7, 3, ["\n\n"])
+    assert want  # a comparison of two empty strings would prove nothing
+    out = http.post("/v1/fim/completions", json=body)
+    assert out.status_code == 200, out.text
+    reply = out.json()
+    assert reply["object"] == "chat.completion" and reply["choices"][0]["message"]["content"] == want
+    assert "\n\n" not in want and reply["usage"]["completion_tokens"] >= len(want.encode())
+    events = sse(http.post("/v1/fim/completions", json={**body, "stream": True}))
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events) == want
+    assert events[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_llamacpp_infill(http: httpx.Client, model: MultiScaleTransformer) -> None:
+    body = {"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": 24, "temperature": 0.7, "seed": 5,
+            "stop": ["\n\n"]}  # fmt: skip
+    out = http.post("/infill", json=body)
+    assert out.status_code == 200, out.text
+    reply = out.json()
+    assert reply["content"] and reply["stop"] is True
+    assert reply["content"] == expected(model, PREFIX, SUFFIX, 24, 0.7, 5, ["\n\n"])
+    assert reply["stop_type"] in ("eos", "word", "limit") and reply["tokens_evaluated"] > len(PREFIX)
+    events = sse(http.post("/infill", json={**body, "stream": True}))
+    assert "".join(e["content"] for e in events) == reply["content"]
+    assert [e["stop"] for e in events][-1] is True and not any(e["stop"] for e in events[:-1])
+    extra = {**body, "input_extra": [{"filename": "a.py", "text": "X = 1"}]}
+    with_extra = http.post("/infill", json=extra).json()["content"]
+    assert with_extra == expected(model, "# Path: a.py\nX = 1\n" + PREFIX, SUFFIX, 24, 0.7, 5, ["\n\n"])
+
+
+def test_llamacpp_completion(http: httpx.Client, model: MultiScaleTransformer) -> None:
+    prompt = "def area(r):\n    return"
+    body = {"prompt": prompt, "n_predict": 32, "temperature": 0.7, "seed": 9, "stop": ["\n"], "cache_prompt": True}
+    reply = http.post("/completion", json=body).json()
+    stream = TextStream(model, list(prompt.encode()), 32, params(0.7), [b"\n"], 9)
+    assert reply["content"] == b"".join(stream).decode("utf-8", "replace")
+    assert reply["stop_type"] == {"length": "limit"}.get(stream.finish_reason or "", reply["stop_type"])
+    if reply["stop_type"] == "word":
+        assert reply["stopping_word"] == "\n"
+    events = sse(http.post("/completion", json={**body, "stream": True}))
+    assert "".join(e["content"] for e in events) == reply["content"] and events[-1]["stop"] is True
+    marked = {**body, "prompt": f"<fim_prefix>{PREFIX}<fim_suffix>{SUFFIX}<fim_middle>", "stop": ["\n\n"]}
+    assert http.post("/completion", json=marked).json()["content"] == expected(
+        model, PREFIX, SUFFIX, 32, 0.7, 9, ["\n\n"]
+    )
+
+
+def test_a_model_not_trained_for_fim_refuses_with_the_cause(tmp_path: Path) -> None:
+    plain = make_model("tiny").save_pretrained(tmp_path / "plain")
+    with live_server(create_app(plain, max_batch=2)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        requests = [
+            ("/v1/completions", {**CONTINUE_REQUEST, "stream": False}),
+            ("/v1/completions", {"prompt": PREFIX, "suffix": SUFFIX, "max_tokens": 8}),
+            ("/v1/fim/completions", {"prompt": PREFIX, "suffix": SUFFIX}),
+            ("/infill", {"input_prefix": PREFIX, "input_suffix": SUFFIX}),
+        ]
+        for path, body in requests:
+            out = http.post(path, json=body)
+            assert out.status_code == 400, (path, out.text)
+            error = out.json()["error"]
+            assert error["code"] == "fim_unsupported" and "not trained for fill-in-the-middle" in error["message"]
+        # Without a suffix there is nothing to fill: a plain completion, which any model serves.
+        assert http.post("/v1/fim/completions", json={"prompt": "x = ", "max_tokens": 4}).status_code == 200
+        assert http.post("/completion", json={"prompt": "x = ", "n_predict": 4}).status_code == 200
+        assert http.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("prompt", "prefix", "suffix", "start"),
+    [
+        ("<fim_prefix>a = <fim_suffix>\nb<fim_middle>", "a = ", "\nb", ""),
+        ("<|fim_prefix|>a = <|fim_suffix|>\nb<|fim_middle|>1", "a = ", "\nb", "1"),
+        ("<PRE> a =  <SUF>\nb <MID>", "a = ", "\nb", ""),  # Code Llama's template spaces are not text
+        ("<fim_suffix>\nb<fim_prefix>a = <fim_middle>", "a = ", "\nb", ""),  # SPM order
+        ("repo/x.py\n<fim_prefix>a<fim_suffix>b<fim_middle>", "repo/x.py\na", "b", ""),  # a header is context
+    ],
+)
+def test_fim_markers(prompt: str, prefix: str, suffix: str, start: str) -> None:
+    assert parse_markers(prompt) == Infill(prefix.encode(), suffix.encode(), start.encode())
+
+
+def test_no_or_broken_markers() -> None:
+    assert parse_markers("def f(): <not a marker>") is None
+    with pytest.raises(Exception, match="not all three"):
+        parse_markers("<fim_prefix>a<fim_middle>")
+
+
+def test_long_sides_are_cut_to_fit_on_character_boundaries() -> None:
+    prefix, suffix = ("é" * 300).encode(), ("ü" * 300).encode()
+    ids = infill_prompt(Infill(prefix, suffix), window=128, room=32)
+    assert len(ids) <= 128 - 32
+    assert ids[:2] == [EOS_ID, FIM_PREFIX_ID] and ids[-1] == FIM_MIDDLE_ID
+    cut = ids.index(FIM_SUFFIX_ID)
+    kept_prefix, kept_suffix = bytes(ids[2:cut]), bytes(ids[cut + 1 : -1])
+    assert prefix.endswith(kept_prefix) and suffix.startswith(kept_suffix)  # left and right ends kept
+    assert kept_prefix.decode() and kept_suffix.decode()  # whole characters only
+    assert len(kept_suffix) >= (128 - 32 - 4) // 4 - 1
+    short = infill_prompt(Infill(b"ab", b"cd"), window=128, room=32)
+    assert short == [EOS_ID, FIM_PREFIX_ID, *b"ab", FIM_SUFFIX_ID, *b"cd", FIM_MIDDLE_ID]
