@@ -36,7 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baselines", action="store_true", help="skip the compressor table")
     p.add_argument("--generation", action="store_true", help="also run the generation probe (greedy and sampled)")
     p.add_argument("--max-new-tokens", type=positive_int, default=256, help="probe completion limit (default 256)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled probe")
+    p.add_argument(
+        "--fim",
+        action="store_true",
+        help="instead of whole files: hide lines and blocks, score and infill them (docs/editors.md)",
+    )
+    p.add_argument("--fim-holes", type=positive_int, default=100, help="holes of each kind for --fim (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled probe and of --fim's holes")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     add_threads_argument(p)
 
@@ -56,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if args.stride is not None and args.stride > context:
         raise UserError(f"--stride must be at most the model's context ({context}), got {args.stride}")
     docs, skipped = held_out_documents(args.data, args.glob, args.val_fraction, args.all_files)
+    if args.fim:
+        return _run_fim(model, docs, args)
     result = evaluate_documents(model, docs, args.stride, args.fine_only, args.batch_size, progress=not args.json)
     baselines = None if args.no_baselines else compressor_baselines([d.data for d in docs])
     probes = [run_probe(model, mode, args.max_new_tokens, args.seed) for mode in MODES] if args.generation else []
@@ -97,3 +105,28 @@ def _print_tables(result: EvalResult, baselines: Baselines | None) -> None:
     for name, bpb in rows:
         print(f"{name:<{label}}  {bpb:.3f}")
     print(f"\nloss {result.loss:.4f} nats/byte, byte perplexity {result.perplexity:.3f}", file=sys.stdout)
+
+
+def _run_fim(model: Any, docs: list, args: argparse.Namespace) -> int:
+    from multiscale_transformer.evaluation.infilling import evaluate_infilling, make_holes
+
+    holes = make_holes(docs, args.fim_holes, model.config.max_seq_len, args.seed)
+    report = evaluate_infilling(model, holes)
+    if args.json:
+        print(json.dumps({"fim": report.to_json()}, indent=2))
+        return 0
+    trained = "trained with FIM" if report.fim_trained else "not trained with FIM: prefix-only numbers only"
+    print(f"fill-in-the-middle on {len(docs)} held-out files, seed {args.seed} ({trained})\n")
+    print(f"{'hidden span':<12}  {'holes':>5}  {'bytes':>6}  {'prefix only':>11}  {'prefix+suffix':>13}  (bits/byte)")
+    for kind, s in report.kinds.items():
+        row = s.to_json()
+        both = row.get("prefix_and_suffix_bits_per_byte")
+        shown = f"{both:>13.3f}" if both is not None else f"{'-':>13}"
+        print(f"{kind:<12}  {s.holes:>5}  {s.middle_bytes:>6}  {row['prefix_only_bits_per_byte']:>11.3f}  {shown}")
+    exact = report.exact_match
+    if exact:
+        parts = [f"prefix only {exact['prefix_only']:.0%}"]
+        if "prefix_and_suffix" in exact:
+            parts.append(f"prefix+suffix {exact['prefix_and_suffix']:.0%}")
+        print(f"\ngreedy single-line exact match: {', '.join(parts)}")
+    return 0

@@ -1,0 +1,174 @@
+"""Fill-in-the-middle evaluation (`axl eval --fim`): hide spans of held-out files and ask the model back.
+
+Holes are single lines (the text of a line after its indentation: the editor's cursor at the
+start of a line) and multi-line blocks (2-5 whole lines from the first one's indentation on). For
+each hole we report the bits per byte of the hidden middle given prefix and suffix (the FIM
+prompt of generation/fim.py, exactly what the server sends) and given the prefix alone (plain
+left-to-right reading with as much prefix as the context holds, which is more prefix than the FIM
+prompt keeps: the suffix has to beat that), and the exact-match rate of greedy single-line
+infilling both ways (prefix-only completions are cut at the first newline, as editors do).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from multiscale_transformer.generation import fim
+from multiscale_transformer.generation.fim import Infill
+from multiscale_transformer.generation.generate import TextStream
+from multiscale_transformer.generation.sampling import SamplingParams
+from multiscale_transformer.model.vocab import EOS_ID
+
+if TYPE_CHECKING:
+    from multiscale_transformer.model.model import MultiScaleTransformer
+    from multiscale_transformer.training.data import Document
+
+GREEDY = SamplingParams(0.0, None, None, 1.0)
+KINDS = ("line", "block")
+
+
+@dataclass(frozen=True)
+class Hole:
+    name: str
+    kind: str  # "line" or "block"
+    prefix: bytes
+    middle: bytes
+    suffix: bytes
+
+
+def max_middle(kind: str, window: int) -> int:
+    """Longest hidden span for a context of `window` bytes: a line must fit the room an infilling
+    leaves to generate (a quarter of the context, generation/fim.py); a block up to half the context."""
+    return window // 4 - 4 if kind == "line" else window // 2
+
+
+def make_holes(docs: Sequence[Document], per_kind: int, window: int, seed: int = 0) -> list[Hole]:
+    """`per_kind` holes of each kind, from lines chosen at random (seeded) across the documents."""
+    rng = random.Random(seed)
+    holes: list[Hole] = []
+    for kind in KINDS:
+        candidates = [(d, i) for d in docs for i in range(len(d.data.split(b"\n")))]
+        rng.shuffle(candidates)
+        found = 0
+        for doc, i in candidates:
+            if found == per_kind:
+                break
+            hole = _hole(doc, i, kind, rng, max_middle(kind, window))
+            if hole is not None:
+                holes.append(hole)
+                found += 1
+    return holes
+
+
+def _hole(doc: Document, i: int, kind: str, rng: random.Random, longest: int) -> Hole | None:
+    lines = doc.data.split(b"\n")
+    n = 1 if kind == "line" else rng.randint(2, 5)
+    if i + n > len(lines) - 1:  # keep at least one line of suffix
+        return None
+    first = lines[i]
+    indent = len(first) - len(first.lstrip(b" \t"))
+    start = sum(len(line) + 1 for line in lines[:i]) + indent
+    end = sum(len(line) + 1 for line in lines[: i + n]) - 1  # before the last line's newline
+    middle = doc.data[start:end]
+    if len(middle.strip()) < 4 or len(middle) > longest or (kind == "block" and not lines[i + n - 1].strip()):
+        return None
+    try:
+        middle.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return Hole(doc.name, kind, doc.data[:start], middle, doc.data[end:])
+
+
+@dataclass
+class KindScore:
+    """Sums over the holes of one kind."""
+
+    holes: int = 0
+    middle_bytes: int = 0
+    fim_bits: float = 0.0
+    prefix_bits: float = 0.0
+    exact_fim: int = 0
+    exact_prefix: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "holes": self.holes,
+            "middle_bytes": self.middle_bytes,
+            "prefix_only_bits_per_byte": self.prefix_bits / max(1, self.middle_bytes),
+        }
+        if self.fim_bits:
+            out["prefix_and_suffix_bits_per_byte"] = self.fim_bits / max(1, self.middle_bytes)
+        return out
+
+
+@dataclass
+class FimReport:
+    fim_trained: bool
+    kinds: dict[str, KindScore] = field(default_factory=dict)
+    exact_match: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fim_trained": self.fim_trained,
+            **{k: s.to_json() for k, s in self.kinds.items()},
+            "single_line_exact_match": self.exact_match,
+        }
+
+
+@torch.no_grad()
+def evaluate_infilling(model: MultiScaleTransformer, holes: Sequence[Hole], exact: bool = True) -> FimReport:
+    """Score every hole; FIM numbers only for a model trained with the sentinels (the others have none)."""
+    model.eval()
+    window = model.config.max_seq_len
+    report = FimReport(model.config.fim, {k: KindScore() for k in KINDS})
+    for hole in holes:
+        s = report.kinds[hole.kind]
+        s.holes += 1
+        s.middle_bytes += len(hole.middle)
+        s.prefix_bits += _bits(model, _prefix_context(hole.prefix, window - len(hole.middle)), hole.middle)
+        if model.config.fim:
+            ids = fim.infill_prompt(Infill(hole.prefix, hole.suffix), window, len(hole.middle))
+            s.fim_bits += _bits(model, ids, hole.middle)
+        if exact and hole.kind == "line":
+            s.exact_prefix += _greedy_prefix_only(model, hole) == hole.middle
+            if model.config.fim:
+                s.exact_fim += _greedy_infill(model, hole) == hole.middle
+    lines = report.kinds["line"]
+    if exact and lines.holes:
+        report.exact_match["prefix_only"] = lines.exact_prefix / lines.holes
+        if model.config.fim:
+            report.exact_match["prefix_and_suffix"] = lines.exact_fim / lines.holes
+    return report
+
+
+def _prefix_context(prefix: bytes, room: int) -> list[int]:
+    """The prefix as plain left-to-right reading: its last `room` bytes, after EOS when all of it fits."""
+    ids = list(prefix[-room:]) if room > 0 else []
+    return [EOS_ID, *ids][-room:] if len(prefix) < room else ids
+
+
+def _bits(model: MultiScaleTransformer, context: list[int], target: bytes) -> float:
+    """Bits the model spends on `target` (bytes) right after `context` (ids), in one forward pass."""
+    ids = torch.tensor([[*context, *target]])
+    logits = model(ids[:, :-1]).float()[0, len(context) - 1 :]  # the predictions of target's bytes
+    nats = F.cross_entropy(logits, ids[0, len(context) :], reduction="sum")
+    return float(nats) / float(torch.log(torch.tensor(2.0)))
+
+
+def _greedy_infill(model: MultiScaleTransformer, hole: Hole) -> bytes:
+    limit = max_middle("line", model.config.max_seq_len) + 1
+    ids, max_tokens = fim.plan(model.config, Infill(hole.prefix, hole.suffix), limit)
+    return b"".join(TextStream(model, ids, max_tokens, GREEDY, [b"\n"]))
+
+
+def _greedy_prefix_only(model: MultiScaleTransformer, hole: Hole) -> bytes:
+    """The same prefix reading as the bits: the decoder slides its window if the line runs long."""
+    window = model.config.max_seq_len
+    context = _prefix_context(hole.prefix, window - len(hole.middle))
+    return b"".join(TextStream(model, context, max_middle("line", window) + 1, GREEDY, [b"\n"]))
