@@ -122,6 +122,9 @@ def test_modelfile_is_well_formed(tmp_path: Path) -> None:
     assert parsed.from_ == "./m-q4_0.gguf"
     assert parsed.template == CHAT_TEMPLATE
     assert parsed.parameters == {"temperature": [0.8], "top_k": [40], "num_ctx": [256], "stop": [EOS_TEXT, "User:"]}
+    (tmp_path / "Modelfile").write_text(render_modelfile("m-q4_0.gguf", 256, EOS_TEXT, {}, fim=True))
+    template = check_modelfile(tmp_path / "Modelfile").template
+    assert "{{ .Suffix }}" in template and template.endswith(CHAT_TEMPLATE + "{{ end }}")
     (tmp_path / "m-q4_0.gguf").unlink()
     with pytest.raises(UserError, match="does not exist"):
         check_modelfile(tmp_path / "Modelfile")

@@ -175,3 +175,14 @@ def test_cli_q4_k_m_with_measurement(tmp_path: Path, exported: tuple[MultiScaleT
     fine = re.search(r"\| fine-scale path alone [^|]* \| (\d+\.\d+) \|", readme)
     assert measured and fine, readme
     assert abs(float(measured[1]) / float(fine[1]) - 1) < 0.10
+
+
+def test_a_fim_models_sentinels_are_control_tokens_in_llama_cpp(tmp_path: Path) -> None:
+    model = make_model("tiny", fim=True, max_seq_len=CTX)
+    llm = load_llama(export(model, tmp_path, "fim", "f32", threads=2), CTX)
+    marked = b"<fim_prefix>a = <fim_suffix>\nb<fim_middle>"
+    assert llm.tokenize(marked, add_bos=False, special=True) == [0xF8, *b"a = ", 0xF9, *b"\nb", 0xFA]
+    assert llm.tokenize(marked, add_bos=False, special=False) == list(marked)  # plain text stays bytes
+    assert [llm.metadata[f"tokenizer.ggml.fim_{k}_token_id"] for k in ("pre", "suf", "mid")] == ["248", "249", "250"]
+    text = "déjà vu ø".encode()
+    assert llm.tokenize(text, add_bos=False, special=True) == list(text)  # UTF-8 never reaches a sentinel

@@ -149,7 +149,7 @@ def _write_companions(
         "top_p": GENERATION_DEFAULTS["top_p"],
         "repeat_penalty": GENERATION_DEFAULTS["repetition_penalty"],
     }
-    modelfile = render_modelfile(gguf_path.name, config.max_seq_len, EOS_TEXT, sampling)
+    modelfile = render_modelfile(gguf_path.name, config.max_seq_len, EOS_TEXT, sampling, config.fim)
     atomic_write_bytes(out / "Modelfile", modelfile.encode())
     readme = render_readme(
         name=name,

@@ -19,7 +19,7 @@ import numpy as np
 from multiscale_transformer.atomic import atomic_path
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.export.vocab import byte_vocab
-from multiscale_transformer.model.vocab import BOS_ID, EOS_ID
+from multiscale_transformer.model.vocab import BOS_ID, EOS_ID, FIM_IDS
 
 if TYPE_CHECKING:
     import torch
@@ -145,7 +145,7 @@ def write_gguf(model: MultiScaleTransformer, path: Path, outtype: str, name: str
         writer.add_rope_dimension_count(cfg.head_dim)
         writer.add_vocab_size(cfg.vocab_size)
         writer.add_file_type(_file_type(outtype))
-        vocab = byte_vocab(cfg.vocab_size)
+        vocab = byte_vocab(cfg.vocab_size, cfg.fim)
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre("default")
         writer.add_token_list(vocab.tokens)
@@ -153,6 +153,9 @@ def write_gguf(model: MultiScaleTransformer, path: Path, outtype: str, name: str
         writer.add_token_merges(vocab.merges)
         writer.add_bos_token_id(BOS_ID)
         writer.add_eos_token_id(EOS_ID)
+        if cfg.fim:  # llama.cpp's /infill and FIM templates find the sentinels by these keys
+            for key, token in zip(("pre", "suf", "mid"), FIM_IDS, strict=True):
+                writer.add_uint32(f"tokenizer.ggml.fim_{key}_token_id", token)
         # Our prompts carry no BOS (axl generate and the server encode plain bytes); keep llama.cpp the same.
         writer.add_add_bos_token(False)
         writer.add_add_eos_token(False)

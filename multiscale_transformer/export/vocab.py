@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from multiscale_transformer.model.vocab import BOS_ID, EOS_ID
+from multiscale_transformer.model.vocab import BOS_ID, EOS_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID
 
 BOS_TEXT = "<|bos|>"
-EOS_TEXT = "<|eos|>"
+EOS_TEXT = "<|eos|>"  # written literally in modelfile.FIM_TEMPLATE
+# A FIM-trained model's sentinel bytes (never in UTF-8 text, so no text tokenizes to them) become
+# control tokens with StarCoder's names, which Ollama and llama.cpp templates can write.
+FIM_TEXTS = {FIM_PREFIX_ID: "<fim_prefix>", FIM_SUFFIX_ID: "<fim_suffix>", FIM_MIDDLE_ID: "<fim_middle>"}
 # Token types as llama.cpp reads them (gguf.TokenType): normal, control, unused.
 NORMAL, CONTROL, UNUSED = 1, 3, 5
 
@@ -41,11 +44,12 @@ class GGUFVocab:
     merges: list[str]
 
 
-def byte_vocab(vocab_size: int) -> GGUFVocab:
-    """Tokens for ids 0..vocab_size-1: the 256 bytes, BOS, EOS, then unused padding ids if any."""
+def byte_vocab(vocab_size: int, fim: bool = False) -> GGUFVocab:
+    """Tokens for ids 0..vocab_size-1: the 256 bytes, BOS, EOS, then unused padding ids if any; with
+    `fim`, the three sentinel bytes are control tokens named as in FIM_TEXTS."""
     table = byte_to_unicode()
-    tokens = [table[b] for b in range(256)]
-    types = [NORMAL] * 256
+    tokens = [FIM_TEXTS.get(b, table[b]) if fim else table[b] for b in range(256)]
+    types = [CONTROL if fim and b in FIM_TEXTS else NORMAL for b in range(256)]
     specials = {BOS_ID: BOS_TEXT, EOS_ID: EOS_TEXT}
     for i in range(256, vocab_size):
         tokens.append(specials.get(i, f"<|unused_{i}|>"))
