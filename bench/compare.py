@@ -36,6 +36,7 @@ def train(out: Path, config: ModelConfig, name: str, args: argparse.Namespace) -
         print(f"{name}: training {args.budget:.0f}s into {out}", file=sys.stderr)
         settings = TrainSettings(
             out=out,
+            fim_rate=0.0,  # as the documented runs, made before FIM training existed
             config=config,
             model_name=name,
             data=args.data,

@@ -72,6 +72,7 @@ def train(out: Path, leaky: bool, args: argparse.Namespace) -> dict:
         )
         settings = TrainSettings(
             out=out,
+            fim_rate=0.0,  # as the documented runs, made before FIM training existed
             config=ModelConfig.from_name(args.preset),
             model_name=f"{name}-{args.preset}",
             data=args.data,

@@ -81,8 +81,11 @@ def test_sampling_never_emits_a_sentinel() -> None:
 def test_train_with_fim_rate_marks_the_model(tmp_path: Path) -> None:
     src = small_corpus(tmp_path / "corpus", n=30)
     out = tmp_path / "run"
-    done = axl_train(src, out, "--fim-rate", "0.5", "--max-steps", "3", "--eval-every", "3")
+    done = axl_train(src, out, "--max-steps", "3", "--eval-every", "3")  # FIM at 0.5 is the default
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "config.json").read_text())["fim"] is True
+    off = axl_train(src, tmp_path / "off", "--fim-rate", "0", "--max-steps", "2", "--eval-every", "2")
+    assert off.returncode == 0, off.stderr
+    assert json.loads((tmp_path / "off" / "config.json").read_text())["fim"] is False
     bad = axl_train(src, tmp_path / "bad", "--fim-rate", "1.5", "--max-steps", "1")
     assert bad.returncode != 0 and "--fim-rate must be in [0, 1]" in bad.stderr

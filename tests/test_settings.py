@@ -72,12 +72,12 @@ def test_every_train_setting_is_an_axl_train_flag_and_round_trips(tmp_path: Path
     assert defaults == TrainSettings(out=tmp_path, config=config)
     assert defaults.time_budget == 20 * 60  # the 20-minute default, decided by the settings
     args = train.parse_args(
-        ["--out", str(tmp_path), "--optimizer", "muon", "--schedule", "wsd", "--fim-rate", "0.5",
+        ["--out", str(tmp_path), "--optimizer", "muon", "--schedule", "wsd", "--fim-rate", "0.9",
          "--data", str(tmp_path), str(tmp_path), "--time-budget", "1h30m", "--resume", "--device", "cpu"]
     )  # fmt: skip
     settings = from_flags(TrainSettings, args, config=config)
     assert settings == TrainSettings(
-        out=tmp_path, config=dataclasses.replace(config, fim=True), optimizer="muon", schedule="wsd", fim_rate=0.5,
+        out=tmp_path, config=dataclasses.replace(config, fim=True), optimizer="muon", schedule="wsd", fim_rate=0.9,
         data=[tmp_path, tmp_path], time_budget=5400.0, resume=True, device="cpu",
     )  # fmt: skip
 
