@@ -253,10 +253,11 @@ def test_axl_generate_has_every_sampling_option_and_equals_the_server(client: op
             "--frequency-penalty", "1.5", "--presence-penalty", "-0.5",
             "--logit-bias", "32=8", "--logit-bias", "257=-100", "def f(x):",
         ],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, timeout=300,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
-    assert cli.stdout.removesuffix("\n") == out.choices[0].text
+    # Bytes, not text mode: universal newlines would turn a generated "\r" into "\n".
+    assert cli.stdout.decode("utf-8").removesuffix("\n") == out.choices[0].text
     plain = client.completions.create(model=NAME, prompt="def f(x):", max_tokens=40, seed=11)
     assert plain.choices[0].text != out.choices[0].text  # the options did change the sampling
     assert out.choices[0].text.count(" ") > plain.choices[0].text.count(" ")  # the +8 bias on spaces shows

@@ -217,11 +217,11 @@ def test_long_sides_are_cut_to_fit_on_character_boundaries() -> None:
     prefix, suffix = ("é" * 300).encode(), ("ü" * 300).encode()
     ids = infill_prompt(Infill(prefix, suffix), window=128, room=32)
     assert len(ids) <= 128 - 32
-    assert ids[:2] == [EOS_ID, FIM_PREFIX_ID] and ids[-1] == FIM_MIDDLE_ID
-    cut = ids.index(FIM_SUFFIX_ID)
-    kept_prefix, kept_suffix = bytes(ids[2:cut]), bytes(ids[cut + 1 : -1])
+    assert ids[:3] == [EOS_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID]  # SPM: suffix first, prefix next to the middle
+    cut = ids.index(FIM_MIDDLE_ID)
+    kept_suffix, kept_prefix = bytes(ids[3:cut]), bytes(ids[cut + 1 :])
     assert prefix.endswith(kept_prefix) and suffix.startswith(kept_suffix)  # left and right ends kept
     assert kept_prefix.decode() and kept_suffix.decode()  # whole characters only
     assert len(kept_suffix) >= (128 - 32 - 4) // 4 - 1
     short = infill_prompt(Infill(b"ab", b"cd"), window=128, room=32)
-    assert short == [EOS_ID, FIM_PREFIX_ID, *b"ab", FIM_SUFFIX_ID, *b"cd", FIM_MIDDLE_ID]
+    assert short == [EOS_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID, *b"cd", FIM_MIDDLE_ID, *b"ab"]

@@ -117,12 +117,18 @@ def _run_fim(model: Any, docs: list, args: argparse.Namespace) -> int:
         return 0
     trained = "trained with FIM" if report.fim_trained else "not trained with FIM: prefix-only numbers only"
     print(f"fill-in-the-middle on {len(docs)} held-out files, seed {args.seed} ({trained})\n")
-    print(f"{'hidden span':<12}  {'holes':>5}  {'bytes':>6}  {'prefix only':>11}  {'prefix+suffix':>13}  (bits/byte)")
+    print(
+        f"{'hidden span':<12}  {'holes':>5}  {'bytes':>6}  {'long prefix':>11}  {'prefix only':>11}  "
+        f"{'prefix+suffix':>13}  (bits/byte)"
+    )
     for kind, s in report.kinds.items():
         row = s.to_json()
         both = row.get("prefix_and_suffix_bits_per_byte")
         shown = f"{both:>13.3f}" if both is not None else f"{'-':>13}"
-        print(f"{kind:<12}  {s.holes:>5}  {s.middle_bytes:>6}  {row['prefix_only_bits_per_byte']:>11.3f}  {shown}")
+        print(
+            f"{kind:<12}  {s.holes:>5}  {s.middle_bytes:>6}  {row['long_prefix_only_bits_per_byte']:>11.3f}  "
+            f"{row['prefix_only_bits_per_byte']:>11.3f}  {shown}"
+        )
     exact = report.exact_match
     if exact:
         parts = [f"prefix only {exact['prefix_only']:.0%}"]

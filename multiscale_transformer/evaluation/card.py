@@ -64,6 +64,7 @@ def render_card(m: dict[str, Any]) -> str:
     t = m.get("training") or {}
     name = m["name"]
     hw = t.get("hardware", {})
+    fine_tuned = bool((t.get("settings") or {}).get("init_from"))
     energy = t.get("energy", {})
     lines = [
         "---",
@@ -100,7 +101,8 @@ def render_card(m: dict[str, Any]) -> str:
         "for production code generation. Trained on Python source only.",
         "",
         "## Bias, Risks, and Limitations",
-        f"- Small: {m['parameters'] / 1e6:.1f}M parameters trained for {_duration(tr.get('time'))} on a CPU. "
+        f"- Small: {m['parameters'] / 1e6:.1f}M parameters trained for {_duration(tr.get('time'))} on a CPU"
+        f"{' (as a fine-tuning of an earlier model; see Training Details)' if fine_tuned else ''}. "
         "Completions are often syntactically plausible and semantically wrong.",
         f"- Context {cfg['max_seq_len']} bytes (a few lines of Python); longer prompts keep their last bytes.",
         "- Byte-level perplexity is not comparable to token-level perplexity of BPE models. Bits per byte "
@@ -156,7 +158,15 @@ def _training_lines(t: dict[str, Any], tr: dict[str, Any], hw: dict[str, Any]) -
     if not tr:
         return ["No results.json beside the weights: training figures unknown."]
     corpus = t.get("corpus", {})
+    settings = t.get("settings") or {}
+    started = (
+        [f"Fine-tuned from `{settings['init_from']}`; the figures below are this fine-tuning's alone.", ""]
+        if settings.get("init_from")
+        else []
+    )
+    fim = settings.get("fim_rate") or 0
     return [
+        *started,
         f"Data: {', '.join(corpus.get('sources', ['unknown']))}: {corpus.get('train_documents', '?')} training "
         f"files ({corpus.get('train_bytes', 0) / 1e6:.1f} MB), {corpus.get('val_documents', '?')} held out by "
         "file (never trained on). Byte-level, files separated by EOS.",
@@ -169,6 +179,8 @@ def _training_lines(t: dict[str, Any], tr: dict[str, Any], hw: dict[str, Any]) -
         f"| Throughput | {t.get('bytes_per_second', 0):,.0f} bytes/s |",
         f"| Final Loss (train, nats/byte) | {tr.get('final_loss')} |",
         f"| Optimizer | {tr.get('optimizer')} |",
+        f"| Schedule | {settings.get('schedule', 'cosine')} |",
+        f"| Fill-in-the-middle | {f'{fim:.0%} of documents' if fim else 'no'} |",
         f"| Hardware | {hw.get('cpu', 'unknown')}, {hw.get('threads_per_process', '?')} threads, "
         f"{hw.get('processes', 1)} process(es) |",
     ]

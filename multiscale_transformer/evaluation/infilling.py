@@ -3,10 +3,10 @@
 Holes are single lines (the text of a line after its indentation: the editor's cursor at the
 start of a line) and multi-line blocks (2-5 whole lines from the first one's indentation on). For
 each hole we report the bits per byte of the hidden middle given prefix and suffix (the FIM
-prompt of generation/fim.py, exactly what the server sends) and given the prefix alone (plain
-left-to-right reading with as much prefix as the context holds, which is more prefix than the FIM
-prompt keeps: the suffix has to beat that), and the exact-match rate of greedy single-line
-infilling both ways (prefix-only completions are cut at the first newline, as editors do).
+prompt of generation/fim.py, exactly what the server sends), given the same prefix alone (what the
+suffix adds), and given as much prefix as the context holds (plain left-to-right reading, more
+prefix than the FIM prompt keeps), and the exact-match rate of greedy single-line infilling with
+the suffix and with the long prefix alone (the latter cut at the first newline, as editors do).
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ class KindScore:
     holes: int = 0
     middle_bytes: int = 0
     fim_bits: float = 0.0
-    prefix_bits: float = 0.0
+    prefix_bits: float = 0.0  # the FIM prompt's prefix, without the suffix
+    long_prefix_bits: float = 0.0  # as much prefix as the context holds
     exact_fim: int = 0
     exact_prefix: int = 0
 
@@ -101,6 +102,7 @@ class KindScore:
             "holes": self.holes,
             "middle_bytes": self.middle_bytes,
             "prefix_only_bits_per_byte": self.prefix_bits / max(1, self.middle_bytes),
+            "long_prefix_only_bits_per_byte": self.long_prefix_bits / max(1, self.middle_bytes),
         }
         if self.fim_bits:
             out["prefix_and_suffix_bits_per_byte"] = self.fim_bits / max(1, self.middle_bytes)
@@ -131,9 +133,13 @@ def evaluate_infilling(model: MultiScaleTransformer, holes: Sequence[Hole], exac
         s = report.kinds[hole.kind]
         s.holes += 1
         s.middle_bytes += len(hole.middle)
-        s.prefix_bits += _bits(model, _prefix_context(hole.prefix, window - len(hole.middle)), hole.middle)
+        infill = Infill(hole.prefix, hole.suffix)
+        ids = fim.infill_prompt(infill, window, len(hole.middle))
+        kept, _ = fim.fit(infill, window, len(hole.middle))  # the prefix bytes the FIM prompt keeps
+        same_prefix = [EOS_ID, *kept] if len(kept) == len(hole.prefix) else list(kept)
+        s.prefix_bits += _bits(model, same_prefix, hole.middle)
+        s.long_prefix_bits += _bits(model, _prefix_context(hole.prefix, window - len(hole.middle)), hole.middle)
         if model.config.fim:
-            ids = fim.infill_prompt(Infill(hole.prefix, hole.suffix), window, len(hole.middle))
             s.fim_bits += _bits(model, ids, hole.middle)
         if exact and hole.kind == "line":
             s.exact_prefix += _greedy_prefix_only(model, hole) == hole.middle

@@ -10,7 +10,7 @@ CHAT_TEMPLATE = "{{ if .System }}{{ .System }}\n\n{{ end }}User: {{ .Prompt }}\n
 # A FIM-trained model: Ollama fills {{ .Suffix }} when a request has one (its `suffix` field); the
 # layout is generation/fim.py's, written with the GGUF's control-token texts (export/vocab.py).
 FIM_TEMPLATE = (
-    "{{ if .Suffix }}<|eos|><fim_prefix>{{ .Prompt }}<fim_suffix>{{ .Suffix }}<fim_middle>"
+    "{{ if .Suffix }}<|eos|><fim_prefix><fim_suffix>{{ .Suffix }}<fim_middle>{{ .Prompt }}"
     "{{ else }}" + CHAT_TEMPLATE + "{{ end }}"
 )
 
