@@ -34,7 +34,7 @@ from multiscale_transformer.serving.common import (
     truncate,
 )
 from multiscale_transformer.serving.engine import Spec
-from multiscale_transformer.serving.errors import APIError, error_body
+from multiscale_transformer.serving.errors import APIError
 from multiscale_transformer.serving.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -46,7 +46,7 @@ from multiscale_transformer.serving.protocol import (
     Usage,
     openapi_body,
 )
-from multiscale_transformer.serving.submission import ClientGone, StreamFailed, Submission, collect, text_deltas
+from multiscale_transformer.serving.submission import ClientGone, Submission, collect, guarded, text_deltas
 
 router = APIRouter()
 
@@ -109,7 +109,7 @@ async def fim_completions(request: Request) -> Response:
     submission = Submission(engine, specs_for(ids, sampling, n), request)
     meta = {"id": new_id("fim"), "created": now(), "model": settings.name}
     if req.stream:
-        return StreamingResponse(_stream(submission, n, meta), media_type="text/event-stream")
+        return StreamingResponse(guarded(submission, _stream(submission, n, meta)), media_type="text/event-stream")
     try:
         outcomes = await collect(submission, n)
     except ClientGone:
@@ -139,18 +139,11 @@ async def _stream(submission: Submission, n: int, meta: dict[str, object]) -> As
         choice = ChatChunkChoice(index=index, delta=delta, finish_reason=finish)  # type: ignore[arg-type]
         return sse(ChatCompletionChunk(**meta, choices=[choice]))  # type: ignore[arg-type]
 
-    try:
-        for i in range(n):
-            yield chunk(i, Delta(role="assistant", content=""))
-        async for index, text, finished in text_deltas(submission, n):
-            if text:
-                yield chunk(index, Delta(content=text))
-            if finished is not None:
-                yield chunk(index, Delta(), finished.finish_reason)
-        yield SSE_DONE
-    except StreamFailed as exc:
-        yield sse(error_body(500, str(exc)))
-    except ClientGone:
-        return
-    finally:
-        submission.cancel()
+    for i in range(n):
+        yield chunk(i, Delta(role="assistant", content=""))
+    async for index, text, finished in text_deltas(submission, n):
+        if text:
+            yield chunk(index, Delta(content=text))
+        if finished is not None:
+            yield chunk(index, Delta(), finished.finish_reason)
+    yield SSE_DONE

@@ -22,10 +22,9 @@ from multiscale_transformer.generation import fim
 from multiscale_transformer.generation.fim import Infill
 from multiscale_transformer.serving.common import Sampling, engine_of, read_body, sampling_of, settings_of, sse
 from multiscale_transformer.serving.engine import Finished
-from multiscale_transformer.serving.errors import error_body
 from multiscale_transformer.serving.infill import markers_of, plan_infill, prompt_ids, specs_for
 from multiscale_transformer.serving.protocol import MAX_STOPS, ByteId, SamplingFields, openapi_body
-from multiscale_transformer.serving.submission import ClientGone, StreamFailed, Submission, collect, text_deltas
+from multiscale_transformer.serving.submission import ClientGone, Submission, collect, guarded, text_deltas
 
 router = APIRouter()
 
@@ -105,7 +104,7 @@ async def _run(request: Request, req: LlamaSampling, ids: list[int], sampling: S
     submission = Submission(engine_of(request), specs_for(ids, sampling, 1), request)
     summary = _Summary(settings.name, len(ids), sampling, len(ids) >= request.app.state.context_length)
     if req.stream:
-        return StreamingResponse(_stream(submission, summary), media_type="text/event-stream")
+        return StreamingResponse(guarded(submission, _stream(submission, summary)), media_type="text/event-stream")
     try:
         (outcome,) = await collect(submission, 1)
     except ClientGone:
@@ -159,15 +158,8 @@ class _Summary:
 
 
 async def _stream(submission: Submission, summary: _Summary) -> AsyncIterator[str]:
-    try:
-        async for _, text, finished in text_deltas(submission, 1):
-            if text:
-                yield sse({"index": 0, "content": text, "stop": False})
-            if finished is not None:
-                yield sse(summary.final("", finished))
-    except StreamFailed as exc:
-        yield sse(error_body(500, str(exc)))
-    except ClientGone:
-        return
-    finally:
-        submission.cancel()
+    async for _, text, finished in text_deltas(submission, 1):
+        if text:
+            yield sse({"index": 0, "content": text, "stop": False})
+        if finished is not None:
+            yield sse(summary.final("", finished))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from multiscale_transformer.serving.common import sse
 from multiscale_transformer.serving.engine import (
     Chunk,
     Engine,
@@ -20,7 +21,7 @@ from multiscale_transformer.serving.engine import (
     ServerBusy,
     Spec,
 )
-from multiscale_transformer.serving.errors import APIError
+from multiscale_transformer.serving.errors import APIError, error_body
 
 POLL_S = 0.1  # how often a waiting request checks whether its client has gone
 
@@ -114,3 +115,17 @@ async def text_deltas(submission: Submission, n: int) -> AsyncIterator[tuple[int
             yield event.index, decoders[event.index].decode(b"", final=True), event
         elif isinstance(event, Failed):
             raise StreamFailed(event.message)
+
+
+async def guarded(submission: Submission, events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """A streaming body's SSE events, ending in an error event when a completion fails and quietly
+    when the client leaves; the jobs are cancelled however it ends."""
+    try:
+        async for event in events:
+            yield event
+    except StreamFailed as exc:
+        yield sse(error_body(500, str(exc)))
+    except ClientGone:
+        return
+    finally:
+        submission.cancel()
