@@ -225,3 +225,15 @@ def test_long_sides_are_cut_to_fit_on_character_boundaries() -> None:
     assert len(kept_suffix) >= (128 - 32 - 4) // 4 - 1
     short = infill_prompt(Infill(b"ab", b"cd"), window=128, room=32)
     assert short == [EOS_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID, *b"cd", FIM_MIDDLE_ID, *b"ab"]
+
+
+def test_axl_generate_suffix_is_the_same_infilling(fim_dir: Path, model: MultiScaleTransformer) -> None:
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "multiscale_transformer", "generate", "--model", str(fim_dir), "--no-echo",
+            "--max-new-tokens", "30", "--temperature", "0.7", "--seed", "4", "--suffix", SUFFIX, PREFIX]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    want = expected(model, PREFIX, SUFFIX, 30, 0.7, 4)
+    assert want and done.stdout.decode("utf-8").removesuffix("\n") == want

@@ -52,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
     p.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
+    p.add_argument(
+        "--suffix",
+        help="text after the cursor: fill in the middle between the prompt and it (a FIM-trained model)",
+    )
     p.add_argument("--no-echo", action="store_true", help="print only the completion, not the prompt")
     add_threads_argument(p, default="1, the fastest for decoding on a small CPU; see README")
 
@@ -67,11 +71,17 @@ def run(args: argparse.Namespace) -> int:
     prompt_ids = ByteTokenizer().encode(args.prompt)
     params = SamplingParams(args.temperature, args.top_k, args.top_p, args.repetition_penalty)
     model = load_model_from_args(args)
+    max_new_tokens = args.max_new_tokens
+    if args.suffix:  # the server's infilling path: the same prompt layout and length limits
+        from multiscale_transformer.generation import fim
+
+        infill = fim.Infill(fim.encode(args.prompt), fim.encode(args.suffix))
+        prompt_ids, max_new_tokens = fim.plan(model.config, infill, max_new_tokens)
     stops = [s.encode("utf-8", "surrogateescape") for s in args.stop]
     completion = TextStream(
         model,
         prompt_ids,
-        args.max_new_tokens,
+        max_new_tokens,
         params,
         stops,
         args.seed,
@@ -87,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     for chunk in completion:
         out.write(decoder.decode(chunk))
         out.flush()
-    out.write(decoder.decode(b"", final=True) + "\n")
+    out.write(decoder.decode(b"", final=True))
+    if args.suffix and not args.no_echo:
+        out.write(args.suffix)
+    out.write("\n")
     out.flush()
     return 0
