@@ -89,3 +89,19 @@ def test_train_with_fim_rate_marks_the_model(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "off" / "config.json").read_text())["fim"] is False
     bad = axl_train(src, tmp_path / "bad", "--fim-rate", "1.5", "--max-steps", "1")
     assert bad.returncode != 0 and "--fim-rate must be in [0, 1]" in bad.stderr
+
+
+def test_a_run_from_before_fim_resumes(tmp_path: Path) -> None:
+    """Checkpoints written before ModelConfig had `fim` resume with --fim-rate 0; the default says so."""
+    src = small_corpus(tmp_path / "corpus", n=30)
+    out = tmp_path / "run"
+    first = axl_train(src, out, "--fim-rate", "0", "--max-steps", "2", "--eval-every", "2", "--checkpoint-every", "1")
+    assert first.returncode == 0, first.stderr
+    for path in (out / "checkpoints").glob("step_*.pt"):  # as an older version wrote them
+        ckpt = torch.load(path, weights_only=True)
+        del ckpt["config"]["fim"]
+        torch.save(ckpt, path)
+    refused = axl_train(src, out, "--resume", "--max-steps", "3", "--eval-every", "3")
+    assert refused.returncode != 0 and "--fim-rate 0" in refused.stderr
+    resumed = axl_train(src, out, "--resume", "--fim-rate", "0", "--max-steps", "3", "--eval-every", "3")
+    assert resumed.returncode == 0, resumed.stderr

@@ -101,8 +101,9 @@ def decode(
     window = model.config.max_seq_len
     with torch.inference_mode():
         contexts = [with_file_start(rows[i], window) if file_start else rows[i] for i in live]
+        # Sampling runs on the CPU whatever the model's device: RowState keeps its counts there.
         logits = torch.zeros(len(rows), model.config.vocab_size)
-        logits[live] = decoder.prefill_rows(live, contexts).float()
+        logits[live] = decoder.prefill_rows(live, contexts).float().cpu()
         while live:
             steps = []
             next_ids = torch.zeros(len(rows), dtype=torch.long)
@@ -115,7 +116,7 @@ def decode(
             if live:
                 active = torch.zeros(len(rows), dtype=torch.bool)
                 active[live] = True
-                logits = decoder.step(next_ids, active).float()
+                logits = decoder.step(next_ids, active).float().cpu()
 
 
 def stream(

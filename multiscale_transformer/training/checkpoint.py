@@ -8,6 +8,7 @@ torch.load(weights_only=True) reads it and no object is ever unpickled.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ import torch
 
 from multiscale_transformer.atomic import atomic_open
 from multiscale_transformer.errors import UserError, first_line
+from multiscale_transformer.model.config import ModelConfig
+
+_CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig) if f.default is not dataclasses.MISSING}
 
 FORMAT = "axl-train-state"
 VERSION = 1
@@ -90,12 +94,15 @@ def load_checkpoint(path: Path, config: dict[str, Any] | None = None) -> dict[st
     missing = [k for k in ("step", "model", "optimizer", "schedule", "rng", "config") if k not in ckpt]
     if missing:
         raise UserError(f"{path}: training checkpoint is missing {', '.join(missing)}")
-    if config is not None and ckpt["config"] != config:
-        diff = sorted(k for k in set(config) | set(ckpt["config"]) if config.get(k) != ckpt["config"].get(k))
-        detail = ", ".join(f"{k} {ckpt['config'].get(k)!r} vs {config.get(k)!r}" for k in diff[:3])
+    # Fields added to ModelConfig later (e.g. `fim`) take their defaults in older checkpoints.
+    saved = {**_CONFIG_DEFAULTS, **ckpt["config"]}
+    if config is not None and saved != {**_CONFIG_DEFAULTS, **config}:
+        diff = sorted(k for k in set(config) | set(saved) if config.get(k) != saved.get(k))
+        detail = ", ".join(f"{k} {saved.get(k)!r} vs {config.get(k)!r}" for k in diff[:3])
+        hint = " (a run started without fill-in-the-middle resumes with --fim-rate 0)" if "fim" in diff else ""
         raise UserError(
             f"{path}: checkpoint was trained with a different model config ({detail}); "
-            "use the same --preset/--config/--context or another --out"
+            f"use the same --preset/--config/--context or another --out{hint}"
         )
     return ckpt
 
