@@ -237,3 +237,23 @@ def test_axl_generate_suffix_is_the_same_infilling(fim_dir: Path, model: MultiSc
     assert done.returncode == 0, done.stderr
     want = expected(model, PREFIX, SUFFIX, 30, 0.7, 4)
     assert want and done.stdout.decode("utf-8").removesuffix("\n") == want
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/completion", {"prompt": "x", "stop": ["a" * 300]}),  # checked after reading: was a 500
+        ("/infill", {"input_prefix": "a", "input_suffix": "b", "stop": ["a" * 300]}),
+        ("/completion", {"prompt": "x", "n_predict": -5}),
+        ("/completion", {"prompt": ""}),
+        ("/completion", {"prompt": "<fim_prefix>a<fim_middle>"}),
+        ("/v1/fim/completions", {"prompt": "a", "suffix": "b", "max_tokens": 100000}),
+        ("/v1/completions", {"prompt": [1, 2], "suffix": "b"}),
+        ("/v1/completions", {"prompt": "a", "suffix": "b", "echo": True}),
+    ],
+)
+def test_bad_editor_requests_are_400(http: httpx.Client, path: str, body: dict) -> None:
+    out = http.post(path, json=body)
+    assert out.status_code == 400, out.text
+    assert out.json()["error"]["message"]
+    assert http.get("/health").status_code == 200

@@ -16,12 +16,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from multiscale_transformer.generation import fim
 from multiscale_transformer.generation.fim import Infill
 from multiscale_transformer.serving.common import Sampling, engine_of, read_body, sampling_of, settings_of, sse
 from multiscale_transformer.serving.engine import Finished
+from multiscale_transformer.serving.errors import validation_error
 from multiscale_transformer.serving.infill import markers_of, plan_infill, prompt_ids, specs_for
 from multiscale_transformer.serving.protocol import MAX_STOPS, ByteId, SamplingFields, openapi_body
 from multiscale_transformer.serving.submission import ClientGone, Submission, collect, guarded, text_deltas
@@ -46,7 +47,15 @@ class LlamaSampling(BaseModel):
     stream: bool | None = None
 
     def sampling(self, request: Request) -> Sampling:
-        fields = SamplingFields(
+        try:
+            fields = self._fields()
+        except ValidationError as exc:  # e.g. a stop sequence over the size limit: 400, as on /v1
+            raise validation_error(exc) from None
+        max_tokens = None if self.n_predict in (None, -1) else self.n_predict
+        return sampling_of(fields, settings_of(request), max_tokens, [])
+
+    def _fields(self) -> SamplingFields:
+        return SamplingFields(
             temperature=self.temperature,
             top_k=self.top_k,
             top_p=self.top_p,
@@ -56,8 +65,6 @@ class LlamaSampling(BaseModel):
             stop=self.stop,
             seed=None if self.seed in (None, -1) else self.seed,
         )
-        max_tokens = None if self.n_predict in (None, -1) else self.n_predict
-        return sampling_of(fields, settings_of(request), max_tokens, [])
 
 
 class LlamaCompletionRequest(LlamaSampling):
