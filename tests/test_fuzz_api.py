@@ -46,7 +46,15 @@ def check_response(case: schemathesis.Case, live_url: str) -> None:
 # schema would need the server at collection time: so one test walks the operations itself.
 def test_generated_requests_get_no_server_error(api_schema: schemathesis.BaseSchema, live_url: str) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health"}
+    assert {op.path for op in operations} >= {
+        "/v1/completions",
+        "/v1/chat/completions",
+        "/v1/fim/completions",
+        "/infill",
+        "/completion",
+        "/v1/models",
+        "/health",
+    }
     for operation in operations:
         for mode in GenerationMode:
 
