@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     app.state.shutdown = shutdown
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"axl serve: http://{shown}:{args.port}/v1 (model {name!r}; GET /health says when it is ready)")
+    print(f"axl serve: playground at http://{shown}:{args.port}/ (open it in a browser)")
     if args.host in ("0.0.0.0", "::") and not settings.api_key:
         print("axl serve: warning: listening on all interfaces without --api-key; anyone on the network can use it")
     server.run(sockets=[sock])

@@ -156,12 +156,24 @@ class MultiScaleTransformer(nn.Module):
         fine = self._encode(0, x)
         return self.head(self._multiscale(x, fine)), self.head(fine)
 
+    def forward_with_gates(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, T, V), the fusion gate (B, T, n_scales)): the forward pass, and at every
+        position how much the byte it predicts drew on each scale (a single-scale model: all 1)."""
+        self._check_input(idx)
+        x = self.emb_dropout(self.tok_emb(idx))
+        ups = self._upsampled(x, self._encode(0, x))
+        gates = self.gates(ups)
+        return self.head(self._mix(gates, ups)), gates
+
     def _multiscale(self, x: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
         """Coarser stacks, cross-scale blocks and fusion on top of the fine stack's output: (B, T, d)."""
+        return self.fuse(self._upsampled(x, fine))
+
+    def _upsampled(self, x: torch.Tensor, fine: torch.Tensor) -> list[torch.Tensor]:
+        """Every scale's final states at byte resolution, (B, T, d) each, finest first."""
         T = x.shape[1]
         hs = self.scale_states(x, fine)
-        ups = [up(h, T) if k > 1 else h for up, h, k in zip(self.up, hs, self.config.downsample_factors, strict=True)]
-        return self.fuse(ups)
+        return [up(h, T) if k > 1 else h for up, h, k in zip(self.up, hs, self.config.downsample_factors, strict=True)]
 
     def scale_states(
         self, x: torch.Tensor, fine: torch.Tensor | None = None, caches: PassCaches | None = None
@@ -256,7 +268,18 @@ class MultiScaleTransformer(nn.Module):
         """Per-byte softmax gate over the scales, all at byte resolution: (B, T, d)."""
         if self.fusion is None:
             return ups[0]
-        gates = torch.softmax(self.fusion(torch.cat(list(ups), dim=-1)), dim=-1)  # (B, T, S)
+        return self._mix(self.gates(ups), ups)
+
+    def gates(self, ups: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The fusion's per-byte weights of the scales (B, T, n_scales), summing to 1."""
+        if self.fusion is None:
+            return ups[0].new_ones(*ups[0].shape[:-1], 1)
+        return torch.softmax(self.fusion(torch.cat(list(ups), dim=-1)), dim=-1)
+
+    @staticmethod
+    def _mix(gates: torch.Tensor, ups: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(ups) == 1:
+            return ups[0]
         return torch.einsum("bts,sbtd->btd", gates, torch.stack(list(ups)))
 
     def head(self, h: torch.Tensor) -> torch.Tensor:

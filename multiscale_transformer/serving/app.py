@@ -6,6 +6,7 @@ The model loads in a background thread when given as a path, so the port answers
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -19,10 +20,20 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from multiscale_transformer.serving import chat_completions, completions, infill, llamacpp
+from multiscale_transformer.serving import (
+    chat_completions,
+    completions,
+    infill,
+    inspection,
+    llamacpp,
+    props,
+    tokenization,
+)
 from multiscale_transformer.serving.common import ServerSettings, check_api_key, engine_of, now, settings_of
 from multiscale_transformer.serving.engine import Engine
 from multiscale_transformer.serving.errors import APIError, error_body, install_handlers
+from multiscale_transformer.serving.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+from multiscale_transformer.serving.playground import playground
 from multiscale_transformer.serving.protocol import ModelCard, ModelList
 from multiscale_transformer.serving.security import OriginGuard, OriginPolicy
 
@@ -63,6 +74,8 @@ def create_app(
     app.state.shutdown = None  # set by `axl serve`: stops the HTTP server
     app.state.context_length = 0
     app.state.model_config = None
+    app.state.inspect_lock = asyncio.Lock()
+    app.state.metrics = None
     install_handlers(app)
 
     v1 = APIRouter(dependencies=[Depends(check_api_key)])
@@ -70,10 +83,18 @@ def create_app(
     v1.include_router(chat_completions.router)
     v1.include_router(infill.router)  # Mistral's /v1/fim/completions
     v1.include_router(llamacpp.router)  # llama.cpp's /completion and /infill (at the root, as llama.cpp has them)
+    v1.include_router(tokenization.router)  # /tokenize, /detokenize, /tokenizer_info (vLLM's, at the root)
+    v1.include_router(props.router)  # /props (llama.cpp's)
+    v1.include_router(inspection.router)  # /v1/inspect: per-byte surprise and scale gates
     v1.add_api_route("/v1/models", list_models, methods=["GET"])
     v1.add_api_route("/v1/models/{model_id:path}", get_model, methods=["GET"])
+    if settings.metrics:
+        app.state.metrics = Metrics(app)
+        v1.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.include_router(v1)
+    # Open without the key: /health for probes, and the page (it asks for the key itself).
     app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/", playground, methods=["GET"], include_in_schema=False)
     if settings.docs:
         _add_docs(app)
     if settings.cors_origins:
@@ -86,6 +107,8 @@ def create_app(
     # Added last, so it runs first: a foreign Host or Origin is refused before CORS or routing.
     policy = OriginPolicy.for_bind(settings.host, settings.allowed_hosts, settings.cors_origins)
     app.add_middleware(OriginGuard, policy=policy)
+    if app.state.metrics is not None:  # outermost: refused requests are counted too
+        app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
 
 

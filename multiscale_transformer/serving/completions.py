@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from multiscale_transformer.generation import fim
 from multiscale_transformer.generation.fim import Infill
-from multiscale_transformer.model.vocab import EOS_ID
+from multiscale_transformer.model.vocab import EOS_ID, ByteTokenizer
 from multiscale_transformer.serving.common import (
     SSE_DONE,
     check_capacity,
@@ -39,6 +39,7 @@ from multiscale_transformer.serving.submission import ClientGone, Submission
 from multiscale_transformer.serving.tokens import token_text
 
 router = APIRouter()
+TOKENIZER = ByteTokenizer()  # text of ids: BOS/EOS given as prompt context are not text
 
 
 def prompts_of(req: CompletionRequest) -> list[list[int]]:
@@ -182,7 +183,7 @@ def _apply(event: object, choice: ChoiceState) -> None:
 
 def _final_choice(index: int, c: ChoiceState, top: int | None) -> CompletionChoice:
     ids = (c.prompt if c.echo else []) + list(c.out)
-    text = bytes(ids).decode("utf-8", "replace")
+    text = TOKENIZER.decode(ids)
     logprobs = None
     if top is not None:
         records = (c.prompt_records or []) + c.records if c.echo else c.records
@@ -209,14 +210,14 @@ async def _stream(
         if top is None:  # the echoed prompt needs no logprobs: send it at once
             for i, c in enumerate(choices):
                 if c.echo:
-                    yield chunk(i, bytes(c.prompt).decode("utf-8", "replace"), None, None)
+                    yield chunk(i, TOKENIZER.decode(c.prompt), None, None)
                     c.offset = len(c.prompt)
         async for event in submission.events():
             c = choices[event.index]
             if isinstance(event, PromptLogprobs):
                 yield chunk(
                     event.index,
-                    bytes(c.prompt).decode("utf-8", "replace"),
+                    TOKENIZER.decode(c.prompt),
                     logprobs_of(c.prompt, event.logprobs, top or 0, 0),
                     None,
                 )

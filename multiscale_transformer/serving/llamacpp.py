@@ -24,7 +24,7 @@ from multiscale_transformer.serving.common import Sampling, engine_of, read_body
 from multiscale_transformer.serving.engine import Finished
 from multiscale_transformer.serving.errors import validation_error
 from multiscale_transformer.serving.infill import markers_of, plan_infill, prompt_ids, specs_for
-from multiscale_transformer.serving.protocol import MAX_STOPS, ByteId, SamplingFields, openapi_body
+from multiscale_transformer.serving.protocol import MAX_STOPS, SamplingFields, TokenId, openapi_body
 from multiscale_transformer.serving.submission import ClientGone, Submission, collect, guarded, text_deltas
 
 router = APIRouter()
@@ -68,7 +68,7 @@ class LlamaSampling(BaseModel):
 
 
 class LlamaCompletionRequest(LlamaSampling):
-    prompt: str | Annotated[list[ByteId], Field(min_length=1)]
+    prompt: str | Annotated[list[TokenId], Field(min_length=1)]
 
 
 class ExtraFile(BaseModel):

@@ -11,8 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# Bytes are the tokens: a prompt given as token ids is a list of byte values.
-ByteId = Annotated[int, Field(ge=0, le=255)]
+# Bytes are the tokens: a prompt given as token ids is a list of byte values, where BOS (256) and
+# EOS (257) may stand as context: lm-evaluation-harness starts every scored text with EOS, as
+# `axl eval` reads files. They are never text, so an echoed prompt's text leaves them out.
+TokenId = Annotated[int, Field(ge=0, le=257)]
 MAX_STOPS = 16
 MAX_STOP_BYTES = 256
 
@@ -60,7 +62,7 @@ class SamplingFields(BaseModel):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str] | list[ByteId] | list[list[ByteId]]
+    prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
     echo: bool | None = None
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     suffix: str | None = None

@@ -55,6 +55,10 @@ class ServerSettings:
         metavar="ORIGIN",
     )
     docs: bool = flag(False, "serve /docs, /redoc and /openapi.json (behind the API key when there is one)")
+    metrics: bool = flag(False, "serve Prometheus metrics at /metrics (behind the API key when there is one)")
+    max_inspect_bytes: int = flag(
+        16 * 1024, "longest text /v1/inspect (the playground's Inspect) takes, in bytes", type=positive_int
+    )
     # Timeouts (serving/http.py): request headers, each wait for the next piece of a body, idle
     # keep-alive connections, and how long shutdown waits for requests in progress.
     header_timeout_s: float = flag(
@@ -70,7 +74,8 @@ class ServerSettings:
     max_header_bytes: int = flag(16 * 1024, "largest request head (request line and headers)", type=positive_int)
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_queue", "default_max_tokens", "max_tokens_limit", "max_body_bytes"):
+        positive = ("max_batch", "max_queue", "default_max_tokens", "max_tokens_limit", "max_body_bytes")
+        for name in (*positive, "max_inspect_bytes"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be a positive integer, got {getattr(self, name)}")
         for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "shutdown_timeout_s"):

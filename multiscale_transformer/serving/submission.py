@@ -22,6 +22,7 @@ from multiscale_transformer.serving.engine import (
     Spec,
 )
 from multiscale_transformer.serving.errors import APIError, error_body
+from multiscale_transformer.serving.metrics import count_generated
 
 POLL_S = 0.1  # how often a waiting request checks whether its client has gone
 
@@ -70,6 +71,8 @@ class Submission:
                 continue
             if isinstance(event, Finished | Failed):
                 self.remaining -= 1
+            elif isinstance(event, Chunk):
+                count_generated(self.request, len(event.data))
             yield event
 
 
