@@ -8,7 +8,7 @@ two held-out sets at each budget (issue 12).
 
 A configuration is ARCH-OPTIMIZER-SCHEDULE[@key=value,...]: ARCH `ms` (the preset) or `flat` (its
 equal-parameter single-scale twin, `ModelConfig.flat()`), OPTIMIZER a training/optim.py name,
-SCHEDULE a training/schedule.py kind; options lr=, wd=, seed=.
+SCHEDULE a training/schedule.py kind; options lr=, wd=, seed=, fim=, coarse= (ModelConfig.coarse_input).
 
 Side by side, on one thread: every configuration has its own model, optimizer, schedule and batch
 stream, and one process trains them in turn, `--slice` CPU-seconds each. Each is charged only the
@@ -84,6 +84,7 @@ class Spec:
     weight_decay: float | None = None
     seed: int = 0
     fim: float = 0.0  # share of documents trained as fill-in-the-middle
+    coarse: str = "embeddings"  # ModelConfig.coarse_input: what the coarser scales pool
 
 
 def parse_spec(text: str, seed: int) -> Spec:
@@ -95,9 +96,10 @@ def parse_spec(text: str, seed: int) -> Spec:
     values: dict[str, Any] = {"seed": seed}
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
-        if key not in ("lr", "wd", "seed", "fim"):
-            raise SystemExit(f"--configs {text!r}: unknown option {key!r} (lr, wd, seed, fim)")
-        values[{"wd": "weight_decay"}.get(key, key)] = int(value) if key == "seed" else float(value)
+        if key not in ("lr", "wd", "seed", "fim", "coarse"):
+            raise SystemExit(f"--configs {text!r}: unknown option {key!r} (lr, wd, seed, fim, coarse)")
+        converted = int(value) if key == "seed" else value if key == "coarse" else float(value)
+        values[{"wd": "weight_decay"}.get(key, key)] = converted
     return Spec(text, parts[0], parts[1], parts[2], **values)
 
 
@@ -223,6 +225,7 @@ class Arm:
         self.config = model_config(args.preset, spec.arch)
         if spec.fim > 0:
             self.config = dataclasses.replace(self.config, fim=True)
+        self.config = dataclasses.replace(self.config, coarse_input=spec.coarse)  # validated by ModelConfig
         torch.manual_seed(spec.seed)
         self.model = MultiScaleTransformer(self.config).train()
         self.optimizer = build_optimizer(self.model, spec.optimizer, spec.lr, spec.weight_decay)
@@ -285,6 +288,7 @@ class Arm:
             "schedule": self.spec.schedule,
             "seed": self.spec.seed,
             "fim": self.spec.fim,
+            "coarse_input": self.spec.coarse,
             "params": self.model.num_parameters(),
             "budget_min": budget,
             "cpu_s": round(self.cpu, 1),

@@ -40,6 +40,11 @@ FEATURES = {
 }
 
 
+# The architecture options (defaults off), each on top of every shape feature: causality, the
+# cached decoder and the audit are proven for each, not only for the published architecture.
+OPTIONS = {"coarse_input=fine": {**FEATURES, "coarse_input": "fine"}}
+
+
 @pytest.fixture
 def featured() -> MultiScaleTransformer:
     return make_model("tiny", seed=1, **FEATURES)

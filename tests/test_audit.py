@@ -13,7 +13,7 @@ from multiscale_transformer.commands import audit as audit_command
 from multiscale_transformer.evaluation.audit import audit_lengths, audit_model
 from multiscale_transformer.model.model import MultiScaleTransformer
 
-from .conftest import FEATURES, make_model
+from .conftest import FEATURES, OPTIONS, make_model
 from .leaky import make_leaky
 
 
@@ -36,7 +36,9 @@ def test_audit_lengths_cover_every_residue_and_the_full_context() -> None:
     assert 128 in lengths and min(lengths) == 1
 
 
-@pytest.mark.parametrize("overrides", [{}, FEATURES, {"downsample_factors": [1, 3, 8], "max_seq_len": 40}])
+@pytest.mark.parametrize(
+    "overrides", [{}, FEATURES, {"downsample_factors": [1, 3, 8], "max_seq_len": 40}, *OPTIONS.values()]
+)
 def test_our_models_pass(overrides: dict) -> None:
     report = audit_model(make_model("tiny", seed=2, **overrides), cuts_per_length=4)
     assert report.passed

@@ -9,7 +9,7 @@ from multiscale_transformer.generation.generate import stream
 from multiscale_transformer.generation.sampling import SamplingParams
 from multiscale_transformer.model.config import PRESETS
 
-from .conftest import FEATURES, make_model
+from .conftest import FEATURES, OPTIONS, make_model
 
 GREEDY = SamplingParams(0.0, None, None, 1.0)
 
@@ -37,6 +37,16 @@ def test_every_shape_feature() -> None:
     data = list(b"def fibonacci(n):\n    if n < 2:\n        return n\n")
     for length in (1, 4, 6, 9):
         assert_decoders_agree(model, data[:length], data[length : length + 9])
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_every_architecture_option(option: str) -> None:
+    model = make_model("tiny", seed=2, **OPTIONS[option])
+    data = list(b"def fibonacci(n):\n    if n < 2:\n        return n\n")
+    for length in (1, 4, 6, 9):
+        assert_decoders_agree(model, data[:length], data[length : length + 9], row=1, batch=2)
+    many = torch.randint(0, 256, (90,), generator=torch.Generator().manual_seed(7)).tolist()
+    assert_decoders_agree(model, many[:50], many[50:90])  # past the context (64): the window slides
 
 
 def test_other_downsample_factors() -> None:

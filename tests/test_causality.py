@@ -7,7 +7,7 @@ from multiscale_transformer.evaluation.causality import gradient_leak, perturbat
 from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.model.scales import cross_mask, n_tokens, span_ends
 
-from .conftest import FEATURES, make_model
+from .conftest import FEATURES, OPTIONS, make_model
 from .leaky import make_leaky
 
 
@@ -27,6 +27,12 @@ def test_tiny_is_causal_at_every_length_class() -> None:
 
 def test_every_shape_feature_is_causal() -> None:
     model = make_model("tiny", seed=3, **FEATURES)
+    assert_causal(model, [5, 6, 11, 16, 33, 63, 64])
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_every_architecture_option_is_causal(option: str) -> None:
+    model = make_model("tiny", seed=3, **OPTIONS[option])
     assert_causal(model, [5, 6, 11, 16, 33, 63, 64])
 
 

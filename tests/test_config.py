@@ -97,3 +97,10 @@ def test_bad_config_files(tmp_path) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(UserError, match=r"bad\.json"):
         load_config(tmp_path / "bad.json")
+
+
+def test_coarse_input_is_validated_and_defaults_to_the_published_architecture() -> None:
+    assert ModelConfig.from_name("mini").coarse_input == "embeddings"
+    assert ModelConfig.from_name("mini", coarse_input="fine").coarse_input == "fine"
+    with pytest.raises(UserError, match="coarse_input must be one of"):
+        ModelConfig.from_name("mini", coarse_input="pixels")

@@ -57,7 +57,8 @@ class CachedDecoder(nn.Module):
         self.cross_caches = nn.ModuleList(
             nn.ModuleList(cache(sizes[s]) for s, _ in self.model.pairs) for _ in range(cfg.n_cross_attn_layers)
         )
-        self.register_buffer("emb", torch.zeros(batch, max_len, cfg.d_model, device=device), persistent=False)
+        # Per row and byte, what the coarser scales pool (ModelConfig.coarse_input), for byte_window.
+        self.register_buffer("pooled", torch.zeros(batch, max_len, cfg.d_model, device=device), persistent=False)
         # Upsampled slots (B, k, d) of each coarser scale's latest token: computed once per token.
         self.slots = {s: torch.zeros(batch, k, cfg.d_model, device=device) for s, k in enumerate(factors) if k > 1}
         self.lengths = [0] * batch
@@ -67,7 +68,7 @@ class CachedDecoder(nn.Module):
         for module in self.modules():
             if isinstance(module, KVCache):
                 module.clear()
-        self.emb.zero_()
+        self.pooled.zero_()
         for slots in self.slots.values():
             slots.zero_()
         self.lengths = [0] * self.batch_size
@@ -85,7 +86,7 @@ class CachedDecoder(nn.Module):
     def prefill_rows(self, rows: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         """prefill_row for several rows at once, batching prompts of equal length: logits (R, V)."""
         windows = [list(p)[-self.window :] for p in prompts]
-        out = torch.zeros(len(rows), self.model.config.vocab_size, device=self.emb.device)
+        out = torch.zeros(len(rows), self.model.config.vocab_size, device=self.pooled.device)
         by_length: dict[int, list[int]] = {}
         for i, ids in enumerate(windows):
             by_length.setdefault(len(ids), []).append(i)
@@ -101,10 +102,9 @@ class CachedDecoder(nn.Module):
         """
         model = self.model
         T = len(windows[0])
-        device = self.emb.device
+        device = self.pooled.device
         rows = torch.tensor(row_list, device=device)
         x = model.tok_emb(torch.tensor(windows, device=device))  # (R, T, d)
-        self.emb[rows, :T] = x
         hs = model.scale_states(x, caches=_PrefillViews(self, rows))
         for s in range(1, len(hs)):
             self._store_slots(s, rows, hs[s][:, -1])
@@ -116,7 +116,7 @@ class CachedDecoder(nn.Module):
     @torch.inference_mode()
     def step(self, next_ids: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """Append one byte to each active row; logits (B, V) for the byte after it."""
-        out = torch.zeros(self.batch_size, self.model.config.vocab_size, device=self.emb.device)
+        out = torch.zeros(self.batch_size, self.model.config.vocab_size, device=self.pooled.device)
         incremental = []
         for row in active.nonzero().flatten().tolist():
             self.ids[row].append(int(next_ids[row]))
@@ -125,19 +125,18 @@ class CachedDecoder(nn.Module):
             else:
                 incremental.append(row)
         if incremental:
-            rows = torch.tensor(incremental, device=self.emb.device)
-            out[rows] = self._step_rows(incremental, next_ids.to(self.emb.device)[rows])
+            rows = torch.tensor(incremental, device=self.pooled.device)
+            out[rows] = self._step_rows(incremental, next_ids.to(self.pooled.device)[rows])
         return out
 
     def _step_rows(self, row_list: list[int], ids: torch.Tensor) -> torch.Tensor:
         """Append byte ids (R,) to rows row_list: logits (R, V). The model's `step_states` does the
-        work against these rows' caches; this decoder keeps the byte embeddings and, per coarser
+        work against these rows' caches; this decoder keeps what the coarser scales pool and, per coarser
         scale, the upsampled slots of each row's latest token."""
-        model, device = self.model, self.emb.device
+        model, device = self.model, self.pooled.device
         t_list = [self.lengths[r] for r in row_list]  # the new bytes' positions
         rows, t = torch.tensor(row_list, device=device), torch.tensor(t_list, device=device)
         x = model.tok_emb(ids)[:, None]  # (R, 1, d)
-        self.emb[rows, t] = x[:, 0]
         new = model.step_states(x, t_list, _StepViews(self, row_list, rows, t))
         for s, (sub, h) in new.items():
             if s > 0:
@@ -184,11 +183,14 @@ class _StepViews:
     def cross_view(self, layer: int, pair: int, rows: list[int], pos: list[int], length: int) -> CacheView:
         return _view(self.decoder.cross_caches[layer][pair], [self.row_list[i] for i in rows], pos, length)
 
+    def keep_pooled(self, h: torch.Tensor) -> None:
+        self.decoder.pooled[self.rows, self.t] = h[:, 0]
+
     def byte_window(self, rows: list[int], k: int) -> torch.Tensor:
-        """The k byte embeddings ending at each row's new byte (zeros before byte 0): (R_s, k, d)."""
+        """The k pooled vectors ending at each row's new byte (zeros before byte 0): (R_s, k, d)."""
         pick = _picker(rows, len(self.row_list))
         pos = pick(self.t)[:, None] + torch.arange(-k + 1, 1, device=self.t.device)  # (R_s, k)
-        return self.decoder.emb[pick(self.rows)[:, None], pos.clamp(min=0)] * (pos >= 0)[..., None]
+        return self.decoder.pooled[pick(self.rows)[:, None], pos.clamp(min=0)] * (pos >= 0)[..., None]
 
 
 class _PrefillViews:
@@ -200,6 +202,9 @@ class _PrefillViews:
 
     def _view(self, kv: KVCache, n: int) -> CacheView:
         return CacheView(kv, self.rows, torch.arange(n, device=self.rows.device)[None], n)
+
+    def keep_pooled(self, h: torch.Tensor) -> None:
+        self.decoder.pooled[self.rows, : h.shape[1]] = h
 
     def self_view(self, scale: int, layer: int, n_tokens: int) -> CacheView:
         return self._view(self.decoder.self_caches[scale][layer], n_tokens)

@@ -74,9 +74,12 @@ class StepCaches(Protocol):
     """Where one incremental step (one new byte per row) reads and writes keys and values.
 
     Rows are named by their index into the step's rows; `pos` is each row's new key's position
-    and `length` how many keys the call reads back. `byte_window` gives, for each of the rows, the
-    embeddings of the k bytes that end at its new byte (zeros before the start of the row).
+    and `length` how many keys the call reads back. `keep_pooled` stores what the coarser scales pool
+    at the new bytes (ModelConfig.coarse_input); `byte_window` gives, for each of the rows, those
+    vectors of the k bytes that end at its new byte (zeros before the start of the row).
     """
+
+    def keep_pooled(self, h: torch.Tensor) -> None: ...
 
     def self_view(self, scale: int, layer: int, rows: list[int], pos: list[int], length: int) -> CacheView: ...
 
@@ -90,7 +93,10 @@ class PassCaches(Protocol):
 
     `MultiScaleTransformer.scale_states` asks for the view of each self-attention layer and of each
     directed cross-scale block; the cached decoder answers with the views of the rows it prefills.
+    `keep_pooled` stores what the coarser scales pool (B, T, d), for the steps that follow.
     """
+
+    def keep_pooled(self, h: torch.Tensor) -> None: ...
 
     def self_view(self, scale: int, layer: int, n_tokens: int) -> CacheView: ...
 

@@ -27,6 +27,8 @@ GENERATION_DEFAULTS: dict[str, Any] = {
     "bos_token_id": BOS_ID,
     "eos_token_id": EOS_ID,
 }
+COARSE_INPUTS = ("embeddings", "fine")
+
 # Keys that published AXL config.json files carry but that are not hyper-parameters.
 _PUBLISHED_EXTRA_KEYS = {
     "model_type",
@@ -55,6 +57,9 @@ class ModelConfig:
     downsample_factors: list[int] = field(default_factory=lambda: [1, 2, 4])
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    # What the coarser scales pool: "embeddings" (AXL: the byte embeddings) or "fine" (the fine stack's
+    # output, as Hourglass pools processed states). Either way a token pools bytes ending at its span end.
+    coarse_input: str = "embeddings"
     # Trained with fill-in-the-middle sentinels (model/vocab.py FIM_IDS): weights, not architecture,
     # but it decides whether a server may infill with this model, so it travels in config.json.
     fim: bool = False
@@ -101,6 +106,8 @@ class ModelConfig:
             raise UserError(
                 f"config: every downsample factor must be <= max_seq_len ({self.max_seq_len}), got {factors}"
             )
+        if self.coarse_input not in COARSE_INPUTS:
+            raise UserError(f"config: coarse_input must be one of {COARSE_INPUTS}, got {self.coarse_input!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise UserError(f"config: dropout must be in [0, 1), got {self.dropout}")
         if not float(self.rope_theta) > 0:

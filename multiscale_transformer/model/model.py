@@ -187,7 +187,10 @@ class MultiScaleTransformer(nn.Module):
         T = x.shape[1]
         factors = self.config.downsample_factors
         hs = [fine if fine is not None else self._encode(0, x, caches)]  # the fine scale reads the bytes as they are
-        hs += [self._encode(i, self.down[i](x), caches) for i in range(1, len(factors))]
+        pooled = self._pooled(x, hs[0])
+        if caches is not None:
+            caches.keep_pooled(pooled)
+        hs += [self._encode(i, self.down[i](pooled), caches) for i in range(1, len(factors))]
         ends = [span_ends(n_tokens(T, k), k, x.device) for k in factors]
         for li, layer in enumerate(self.cross):
             snapshot = list(hs)
@@ -223,6 +226,8 @@ class MultiScaleTransformer(nn.Module):
             for layer, block in enumerate(self.stacks[s]):
                 h = block(h, rope, cache=caches.self_view(s, layer, rows, j, max(j) + 1), mask=mask, causal=False)
             new[s] = (rows, h)
+            if s == 0:  # before any coarser scale pools its window, which ends at this byte
+                caches.keep_pooled(self._pooled(x, h))
         for li, layer in enumerate(self.cross):
             snapshot = dict(new)
             for pi, ((s, t), block) in enumerate(zip(self.pairs, layer, strict=True)):
@@ -240,6 +245,11 @@ class MultiScaleTransformer(nn.Module):
                 rope_q = self.row_rope([positions[i] for i in rows_t])
                 new[t] = (rows_t, block.attend(h, *view.read(), rope_q, lengths_mask(count, x.device)))
         return new
+
+    def _pooled(self, x: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        """What the coarser scales pool: the byte embeddings x or the fine stack's output (before the
+        cross blocks), by ModelConfig.coarse_input. Both are causal: position t depends on bytes <= t."""
+        return fine if self.config.coarse_input == "fine" else x
 
     def token_slots(self, scale: int, h: torch.Tensor) -> torch.Tensor:
         """A coarse token's final states h (R, d) upsampled to the k bytes it serves: (R, k, d)."""
@@ -266,8 +276,6 @@ class MultiScaleTransformer(nn.Module):
 
     def fuse(self, ups: Sequence[torch.Tensor]) -> torch.Tensor:
         """Per-byte softmax gate over the scales, all at byte resolution: (B, T, d)."""
-        if self.fusion is None:
-            return ups[0]
         return self._mix(self.gates(ups), ups)
 
     def gates(self, ups: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -278,7 +286,7 @@ class MultiScaleTransformer(nn.Module):
 
     @staticmethod
     def _mix(gates: torch.Tensor, ups: Sequence[torch.Tensor]) -> torch.Tensor:
-        if len(ups) == 1:
+        if len(ups) == 1:  # one scale: nothing to weigh
             return ups[0]
         return torch.einsum("bts,sbtd->btd", gates, torch.stack(list(ups)))
 
