@@ -89,5 +89,6 @@ def test_lm_eval_local_completions_agrees_with_axl_eval(tmp_path: Path) -> None:
     assert ours.returncode == 0, ours.stderr
     expected = json.loads(ours.stdout)
     assert expected["bytes"] == 9000 and expected["stride"] == 256
+    print(f"lm-eval {harness:.4f} bits/byte, axl eval --stride 256 {expected['bits_per_byte']:.4f}")
     assert harness == pytest.approx(expected["bits_per_byte"], rel=0.01)
     assert 0.5 < harness < 4  # a trained model: context matters, so a window protocol mismatch would show

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -186,3 +187,27 @@ def test_lm_eval_prompt_ids_may_start_with_eos(http: httpx.Client) -> None:
     logprobs = choice["logprobs"]
     assert len(logprobs["token_logprobs"]) == len(ids) + 1 and logprobs["token_logprobs"][0] is None
     assert logprobs["tokens"][0] == "<|endoftext|>" and choice["text"].startswith("import os")
+
+
+def test_defaults_come_from_the_served_models_generation_config(tmp_path, model: MultiScaleTransformer) -> None:
+    import json
+
+    model.save_pretrained(tmp_path / "m")
+    config = tmp_path / "m" / "generation_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "temperature": 0.3, "top_k": 5}))
+    with live_server(create_app(tmp_path / "m", name="own")) as base:
+        defaults = httpx.get(f"{base}/props").json()["generation_defaults"]
+        assert defaults["temperature"] == 0.3 and defaults["top_k"] == 5 and defaults["top_p"] == 0.9
+        body = {"prompt": "def f(x):", "max_tokens": 24, "seed": 11}
+        omitted = httpx.post(f"{base}/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
+        explicit = {**body, "temperature": 0.3, "top_k": 5}
+        given = httpx.post(f"{base}/v1/completions", json=explicit, timeout=60).json()["choices"][0]["text"]
+        assert omitted == given  # the file's values are what an omitted field means
+    config.write_text(json.dumps({"top_p": 2}))
+    with live_server(create_app(tmp_path / "m", name="bad"), wait_ready=False) as base:
+        for _ in range(100):
+            health = httpx.get(f"{base}/health").json()
+            if health["status"] != "loading":
+                break
+            time.sleep(0.05)
+        assert "top_p must be a number in (0, 1]" in health["error"]["message"]

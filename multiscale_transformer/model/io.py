@@ -6,6 +6,7 @@ read with torch.load(weights_only=True), so no arbitrary object is ever unpickle
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,40 @@ if TYPE_CHECKING:
 
 WEIGHTS_NAME = "model.safetensors"
 PT_NAME = "model.pt"
+
+
+# What a generation_config.json may set, and the check each value must pass.
+_SAMPLING_CHECKS = {
+    "temperature": ("a number >= 0", lambda v: _number(v) and v >= 0),
+    "top_k": ("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "top_p": ("a number in (0, 1]", lambda v: _number(v) and 0 < v <= 1),
+    "repetition_penalty": ("a number > 0", lambda v: _number(v) and v > 0),
+}
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def read_generation_config(directory: str | Path) -> dict[str, Any]:
+    """The sampling defaults of a model directory: its generation_config.json over the published
+    ones (a missing file or key keeps the published value; a bad value is a UserError)."""
+    path = Path(directory) / "generation_config.json"
+    if not path.is_file():
+        return dict(GENERATION_DEFAULTS)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    out = dict(GENERATION_DEFAULTS)
+    for key, (wanted, ok) in _SAMPLING_CHECKS.items():
+        if data.get(key) is not None:
+            if not ok(data[key]):
+                raise UserError(f"{path}: {key} must be {wanted}, got {data[key]!r}")
+            out[key] = data[key]
+    return out
 
 
 def save_model(

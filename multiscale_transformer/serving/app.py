@@ -133,9 +133,12 @@ def _load(app: FastAPI, model: MultiScaleTransformer | str | Path) -> None:
     settings: ServerSettings = app.state.settings
     try:
         if isinstance(model, str | Path):
+            from multiscale_transformer.model.io import read_generation_config
             from multiscale_transformer.model.model import MultiScaleTransformer
 
             log.info("loading %s", model)
+            if Path(model).is_dir():
+                settings = replace(settings, generation=read_generation_config(model))
             model = MultiScaleTransformer.from_pretrained(model)
         model.eval()
         engine = Engine(model, settings.max_batch, settings.max_queue, on_fatal=lambda reason: _fatal(app, reason))
@@ -144,6 +147,7 @@ def _load(app: FastAPI, model: MultiScaleTransformer | str | Path) -> None:
         app.state.load_error = f"{type(exc).__name__}: {exc}"
         log.error("the model failed to load: %s", app.state.load_error)
         return
+    app.state.settings = settings
     app.state.context_length = model.config.max_seq_len
     app.state.model_config = model.config
     app.state.engine = engine  # last: its presence means ready

@@ -107,7 +107,7 @@ def sampling_of(
             param="max_tokens",
             code="max_tokens_too_large",
         )
-    d = GENERATION_DEFAULTS
+    d = settings.generation or GENERATION_DEFAULTS
     try:
         params = SamplingParams(
             temperature=d["temperature"] if req.temperature is None else req.temperature,

@@ -1,6 +1,7 @@
 """GET /props: what is served and how it samples by default, as llama.cpp's /props reports it.
 
-The playground fills its parameter panel from `generation_defaults`; llama.cpp clients read
+The playground fills its parameter panel from `generation_defaults` (the served model directory's
+generation_config.json, which the server applies to omitted fields); llama.cpp clients read
 `default_generation_settings` and `n_ctx`; the rest describes the model (configuration, parameter
 count, scales, whether it was trained for fill-in-the-middle).
 """
@@ -21,7 +22,7 @@ async def props(request: Request) -> JSONResponse:
     engine = engine_of(request)
     settings = settings_of(request)
     config = engine.model.config
-    d = GENERATION_DEFAULTS
+    d = settings.generation or GENERATION_DEFAULTS
     defaults = {
         "max_tokens": min(settings.default_max_tokens, settings.max_tokens_limit),
         "temperature": d["temperature"],

@@ -7,7 +7,7 @@ without the [serve] extra.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.config import GENERATION_DEFAULTS
@@ -38,6 +38,9 @@ class ServerSettings:
     max_tokens_limit: int = flag(4096, "largest max_tokens accepted", type=positive_int)
     max_body_bytes: int = flag(1 << 20, "largest request body in bytes", type=positive_int)
     chat_template: ChatTemplate | None = None  # None: the AXL format; `axl serve --chat-template FILE`
+    # Sampling defaults for fields a request omits: the served model directory's generation_config.json
+    # (set when the model loads); None: the published ones (GENERATION_DEFAULTS).
+    generation: dict[str, Any] | None = None
     # Local-origin protection (serving/security.py): the bound address and what else may name it.
     host: str = flag("127.0.0.1", "address to bind; 127.0.0.1 = this machine only, 0.0.0.0 = the network")
     allowed_hosts: tuple[str, ...] = flag(
