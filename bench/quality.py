@@ -8,7 +8,8 @@ two held-out sets at each budget (issue 12).
 
 A configuration is ARCH-OPTIMIZER-SCHEDULE[@key=value,...]: ARCH `ms` (the preset) or `flat` (its
 equal-parameter single-scale twin, `ModelConfig.flat()`), OPTIMIZER a training/optim.py name,
-SCHEDULE a training/schedule.py kind; options lr=, wd=, seed=, fim=, coarse= (ModelConfig.coarse_input).
+SCHEDULE a training/schedule.py kind; options lr=, wd=, seed=, fim=, coarse= (ModelConfig.coarse_input),
+layers= (ModelConfig.layers_per_scale, e.g. 1-2-3).
 
 Side by side, on one thread: every configuration has its own model, optimizer, schedule and batch
 stream, and one process trains them in turn, `--slice` CPU-seconds each. Each is charged only the
@@ -85,6 +86,7 @@ class Spec:
     seed: int = 0
     fim: float = 0.0  # share of documents trained as fill-in-the-middle
     coarse: str = "embeddings"  # ModelConfig.coarse_input: what the coarser scales pool
+    layers: str = ""  # ModelConfig.layers_per_scale as "1-2-3"; empty: the preset's
 
 
 def parse_spec(text: str, seed: int) -> Spec:
@@ -96,9 +98,9 @@ def parse_spec(text: str, seed: int) -> Spec:
     values: dict[str, Any] = {"seed": seed}
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
-        if key not in ("lr", "wd", "seed", "fim", "coarse"):
-            raise SystemExit(f"--configs {text!r}: unknown option {key!r} (lr, wd, seed, fim, coarse)")
-        converted = int(value) if key == "seed" else value if key == "coarse" else float(value)
+        if key not in ("lr", "wd", "seed", "fim", "coarse", "layers"):
+            raise SystemExit(f"--configs {text!r}: unknown option {key!r} (lr, wd, seed, fim, coarse, layers)")
+        converted = int(value) if key == "seed" else value if key in ("coarse", "layers") else float(value)
         values[{"wd": "weight_decay"}.get(key, key)] = converted
     return Spec(text, parts[0], parts[1], parts[2], **values)
 
@@ -226,6 +228,9 @@ class Arm:
         if spec.fim > 0:
             self.config = dataclasses.replace(self.config, fim=True)
         self.config = dataclasses.replace(self.config, coarse_input=spec.coarse)  # validated by ModelConfig
+        if spec.layers and spec.arch == "ms":
+            depths = [int(n) for n in spec.layers.split("-")]
+            self.config = dataclasses.replace(self.config, layers_per_scale=depths)
         torch.manual_seed(spec.seed)
         self.model = MultiScaleTransformer(self.config).train()
         self.optimizer = build_optimizer(self.model, spec.optimizer, spec.lr, spec.weight_decay)
@@ -289,6 +294,7 @@ class Arm:
             "seed": self.spec.seed,
             "fim": self.spec.fim,
             "coarse_input": self.spec.coarse,
+            "layers_per_scale": self.config.scale_depths,
             "params": self.model.num_parameters(),
             "budget_min": budget,
             "cpu_s": round(self.cpu, 1),

@@ -42,7 +42,10 @@ FEATURES = {
 
 # The architecture options (defaults off), each on top of every shape feature: causality, the
 # cached decoder and the audit are proven for each, not only for the published architecture.
-OPTIONS = {"coarse_input=fine": {**FEATURES, "coarse_input": "fine"}}
+OPTIONS = {
+    "coarse_input=fine": {**FEATURES, "coarse_input": "fine"},
+    "layers_per_scale=1,2,3": {**FEATURES, "layers_per_scale": [1, 2, 3]},
+}
 
 
 @pytest.fixture

@@ -104,3 +104,16 @@ def test_coarse_input_is_validated_and_defaults_to_the_published_architecture() 
     assert ModelConfig.from_name("mini", coarse_input="fine").coarse_input == "fine"
     with pytest.raises(UserError, match="coarse_input must be one of"):
         ModelConfig.from_name("mini", coarse_input="pixels")
+
+
+def test_layers_per_scale_sets_each_stack_and_the_flat_twin_matches_its_parameters() -> None:
+    config = ModelConfig.from_name("mini", layers_per_scale=[1, 2, 3])
+    model = MultiScaleTransformer(config)
+    assert [len(stack) for stack in model.stacks] == [1, 2, 3] and config.scale_depths == [1, 2, 3]
+    assert model.num_parameters() == estimate_parameters(config)
+    flat = MultiScaleTransformer(config.flat())
+    assert config.flat().layers_per_scale is None
+    assert abs(flat.num_parameters() - model.num_parameters()) < 0.05 * model.num_parameters()
+    for bad in ([1, 2], [1, 0, 2], "123"):
+        with pytest.raises(UserError, match="layers_per_scale must list one positive integer per scale"):
+            ModelConfig.from_name("mini", layers_per_scale=bad)

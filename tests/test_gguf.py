@@ -54,10 +54,13 @@ def test_vocab_specials_and_a_merge_that_never_applies() -> None:
         assert all(byte not in chr(cp).encode() for cp in range(0x110000) if not 0xD800 <= cp < 0xE000)
 
 
-def test_every_fine_path_parameter_is_exported_once() -> None:
-    model = make_model("tiny", n_layers_per_scale=2)
+@pytest.mark.parametrize(
+    ("overrides", "fine_layers"), [({"n_layers_per_scale": 2}, 2), ({"layers_per_scale": [3, 1, 1]}, 3)]
+)
+def test_every_fine_path_parameter_is_exported_once(overrides: dict, fine_layers: int) -> None:
+    model = make_model("tiny", **overrides)
     names = [name for name, _ in fine_path_tensors(model)]
-    assert len(names) == len(set(names)) == 2 + 9 * 2
+    assert len(names) == len(set(names)) == 2 + 9 * fine_layers
     fine_params = [n for n, _ in model.named_parameters() if n.startswith(("tok_emb", "stacks.0.", "norm_f"))]
     assert len(fine_params) == len(names)
     exported = {t.data_ptr() for _, t in fine_path_tensors(model)}

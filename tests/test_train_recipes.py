@@ -35,3 +35,14 @@ def test_muon_with_wsd_trains_checkpoints_and_resumes(src: Path, tmp_path: Path)
     assert lr[8:] == pytest.approx([wsd_lr_at(s, 3e-3, 2, 10, 0.1) for s in (8, 9)])
     results = (out / "results.json").read_text()
     assert '"optimizer": "Muon+AdamW"' in results
+
+
+def test_resuming_with_another_optimizer_is_refused_with_the_flag_to_use(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = axl_train(src, out, "--optimizer", "lion", "--max-steps", "4", "--checkpoint-every", "2")
+    assert first.returncode == 0, first.stderr
+    again = axl_train(src, out, "--optimizer", "muon", "--max-steps", "6", "--resume")
+    assert again.returncode != 0
+    assert "resume it with --optimizer lion" in again.stderr and "Traceback" not in again.stderr
+    same = axl_train(src, out, "--optimizer", "lion", "--max-steps", "6", "--resume")
+    assert same.returncode == 0, same.stderr

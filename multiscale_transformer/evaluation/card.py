@@ -91,7 +91,7 @@ def render_card(m: dict[str, Any]) -> str:
         f"| d_model | {cfg['d_model']} |",
         f"| Attention Heads | {cfg['n_heads']} |",
         f"| d_ff | {cfg['d_ff']} |",
-        f"| Layers per Scale | {cfg['n_layers_per_scale']} |",
+        f"| Layers per Scale | {cfg.get('layers_per_scale') or cfg['n_layers_per_scale']} |",
         f"| Cross-scale layers | {cfg['n_cross_attn_layers']} |",
         f"| Downsample Factors | {cfg['downsample_factors']} |",
         "| License | Apache 2.0 |",

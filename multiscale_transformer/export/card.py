@@ -38,6 +38,7 @@ def render_readme(
     measurement: Measurement | None,
 ) -> str:
     c = config
+    fine_layers = (c.get("layers_per_scale") or [c["n_layers_per_scale"]])[0]
     rows = [
         "| what | bits per byte |",
         "|---|---|",
@@ -63,7 +64,7 @@ def render_readme(
 ## What is inside
 
 Only the fine-scale (byte-level) path of the AXL multi-scale model: byte embedding, the fine stack
-(layers {c["n_layers_per_scale"]}, d_model {c["d_model"]}, heads {c["n_heads"]}, d_ff {c["d_ff"]}), the final
+(layers {fine_layers}, d_model {c["d_model"]}, heads {c["n_heads"]}, d_ff {c["d_ff"]}), the final
 RMSNorm and the output head tied to the embedding. The 2x/4x stacks, cross-scale attention and the
 fusion gate are not in the file: llama.cpp has no operator for them. The file is a plain `llama`
 architecture model with a 258-token byte vocabulary (256 bytes, `<|bos|>`, `<|eos|>`); any UTF-8

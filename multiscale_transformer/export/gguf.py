@@ -67,7 +67,7 @@ def fine_path_tensors(model: MultiScaleTransformer) -> Iterator[tuple[str, torch
     check_exportable(model.config)
     state = model.state_dict()
     yield TOP_TENSORS["tok_emb.weight"], state["tok_emb.weight"]
-    for i in range(model.config.n_layers_per_scale):
+    for i in range(model.config.scale_depths[0]):  # the fine stack
         for ours, theirs in BLOCK_TENSORS.items():
             yield f"blk.{i}.{theirs}", state[f"stacks.0.{i}.{ours}"]
     yield TOP_TENSORS["norm_f.weight"], state["norm_f.weight"]
@@ -136,7 +136,7 @@ def write_gguf(model: MultiScaleTransformer, path: Path, outtype: str, name: str
         writer.add_name(name)
         writer.add_context_length(cfg.max_seq_len)
         writer.add_embedding_length(cfg.d_model)
-        writer.add_block_count(cfg.n_layers_per_scale)
+        writer.add_block_count(cfg.scale_depths[0])
         writer.add_feed_forward_length(cfg.d_ff)
         writer.add_head_count(cfg.n_heads)
         writer.add_head_count_kv(cfg.n_heads)

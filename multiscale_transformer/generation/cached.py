@@ -52,7 +52,7 @@ class CachedDecoder(nn.Module):
             return KVCache(batch, cfg.n_heads, n, cfg.head_dim).to(device)
 
         self.self_caches = nn.ModuleList(
-            nn.ModuleList(cache(sizes[s]) for _ in range(cfg.n_layers_per_scale)) for s in range(len(factors))
+            nn.ModuleList(cache(sizes[s]) for _ in range(depth)) for s, depth in enumerate(cfg.scale_depths)
         )
         self.cross_caches = nn.ModuleList(
             nn.ModuleList(cache(sizes[s]) for s, _ in self.model.pairs) for _ in range(cfg.n_cross_attn_layers)

@@ -60,6 +60,9 @@ class ModelConfig:
     # What the coarser scales pool: "embeddings" (AXL: the byte embeddings) or "fine" (the fine stack's
     # output, as Hourglass pools processed states). Either way a token pools bytes ending at its span end.
     coarse_input: str = "embeddings"
+    # Self-attention layers of each scale's stack, finest first (e.g. [1, 2, 3]: depth moved to the
+    # coarse scales, where a layer costs less per byte); None: n_layers_per_scale for every scale.
+    layers_per_scale: list[int] | None = None
     # Trained with fill-in-the-middle sentinels (model/vocab.py FIM_IDS): weights, not architecture,
     # but it decides whether a server may infill with this model, so it travels in config.json.
     fim: bool = False
@@ -106,6 +109,16 @@ class ModelConfig:
             raise UserError(
                 f"config: every downsample factor must be <= max_seq_len ({self.max_seq_len}), got {factors}"
             )
+        depths = self.layers_per_scale
+        if depths is not None:
+            if (
+                not isinstance(depths, list | tuple)
+                or len(depths) != len(factors)
+                or not all(_is_int(n) and n >= 1 for n in depths)
+            ):
+                wanted = f"one positive integer per scale ({len(factors)})"
+                raise UserError(f"config: layers_per_scale must list {wanted}, got {depths!r}")
+            self.layers_per_scale = [int(n) for n in depths]
         if self.coarse_input not in COARSE_INPUTS:
             raise UserError(f"config: coarse_input must be one of {COARSE_INPUTS}, got {self.coarse_input!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
@@ -122,6 +135,11 @@ class ModelConfig:
     @property
     def n_scales(self) -> int:
         return len(self.downsample_factors)
+
+    @property
+    def scale_depths(self) -> list[int]:
+        """Self-attention layers per scale, finest first."""
+        return list(self.layers_per_scale or [self.n_layers_per_scale] * self.n_scales)
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> ModelConfig:
@@ -147,9 +165,9 @@ class ModelConfig:
         """The single-scale baseline: same width, one byte-level stack sized to equal parameters."""
         target = estimate_parameters(self)
         per_layer = _layer_params(self.d_model, self.d_ff)
-        fixed = estimate_parameters(dataclasses.replace(self, downsample_factors=[1], n_layers_per_scale=1))
-        layers = max(1, round((target - fixed) / per_layer) + 1)
-        return dataclasses.replace(self, downsample_factors=[1], n_cross_attn_layers=0, n_layers_per_scale=layers)
+        one = dataclasses.replace(self, downsample_factors=[1], n_layers_per_scale=1, layers_per_scale=None)
+        layers = max(1, round((target - estimate_parameters(one)) / per_layer) + 1)
+        return dataclasses.replace(one, n_cross_attn_layers=0, n_layers_per_scale=layers)
 
 
 def _is_int(value: Any) -> bool:
@@ -177,7 +195,7 @@ def estimate_parameters(cfg: ModelConfig) -> int:
     """
     d, s = cfg.d_model, cfg.n_scales
     total = cfg.vocab_size * d + d  # tied byte embedding, final norm
-    total += s * cfg.n_layers_per_scale * _layer_params(d, cfg.d_ff)
+    total += sum(cfg.scale_depths) * _layer_params(d, cfg.d_ff)
     for k in cfg.downsample_factors[1:]:
         total += 2 * k * d * d  # learned downsampling (k*d -> d) and upsampling (d -> k*d)
     pairs = s * (s - 1)

@@ -93,7 +93,7 @@ class MultiScaleTransformer(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.emb_dropout = nn.Dropout(cfg.dropout)
         self.down = nn.ModuleList(nn.Identity() if k == 1 else Downsample(cfg.d_model, k, cfg.bias) for k in factors)
-        self.stacks = nn.ModuleList(nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers_per_scale)) for _ in factors)
+        self.stacks = nn.ModuleList(nn.ModuleList(Block(cfg) for _ in range(n)) for n in cfg.scale_depths)
         # Directed (source, target) scale pairs, all of them, in a fixed order.
         self.pairs = [(s, t) for t in range(cfg.n_scales) for s in range(cfg.n_scales) if s != t]
         self.cross = nn.ModuleList(
@@ -116,7 +116,7 @@ class MultiScaleTransformer(nn.Module):
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
         # GPT-2 style: shrink the projections that write into the residual stream with depth.
-        depth = self.config.n_layers_per_scale + self.config.n_cross_attn_layers
+        depth = max(self.config.scale_depths) + self.config.n_cross_attn_layers
         for name, p in self.named_parameters():
             if name.endswith(("wo.weight", "w2.weight")):
                 nn.init.normal_(p, 0.0, std / math.sqrt(2 * depth))

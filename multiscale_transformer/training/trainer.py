@@ -137,6 +137,12 @@ class Trainer:
         if s.resume and existing is None:
             raise UserError(f"--resume: no checkpoint in {ckpt_io.checkpoint_dir(s.out)}; start without --resume")
         self.resume_state = ckpt_io.load_checkpoint(existing, s.config.to_dict()) if s.resume and existing else None
+        trained_with = (self.resume_state or {}).get("args", {}).get("optimizer")
+        if trained_with is not None and trained_with != s.optimizer:  # its state would not load, or load wrong
+            raise UserError(
+                f"{existing}: this run was trained with --optimizer {trained_with}; "
+                f"resume it with --optimizer {trained_with} (got {s.optimizer})"
+            )
 
         torch.set_num_threads(s.threads)
         if self.dist.is_main:  # rank 0 writes the cache; the others read it once it exists
