@@ -82,7 +82,7 @@ def test_outputs_and_model_load(src: Path, tmp_path: Path) -> None:
     assert model.config.max_seq_len == 32
     results = json.loads((out / "results.json").read_text())
     tr = results["training_results"]
-    assert tr["steps"] == 6 and tr["optimizer"] == "Lion" and tr["attention"] == "SDPA"
+    assert tr["steps"] == 6 and tr["optimizer"] == "Muon+AdamW" and tr["attention"] == "SDPA"
     assert tr["params"] == model.num_parameters() and tr["context_window"] == 32
     assert results["bytes_seen"] == 6 * 4 * 32
     assert results["val_bits_per_byte"] > 0 and results["val_bits_per_byte_fine"] > 0

@@ -1,4 +1,4 @@
-"""`axl train`: train a model on Python code (default: this interpreter's standard library) with Lion."""
+"""`axl train`: train a model on Python code (default: this interpreter's standard library) with Muon + WSD."""
 
 from __future__ import annotations
 

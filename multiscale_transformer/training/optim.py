@@ -40,14 +40,15 @@ class OptimizerDefaults:
 # the paper's advice relative to them (lr 3x smaller, weight decay 3x larger, betas 0.9/0.99); on tiny,
 # Lion at 3e-4 reached 5.10 val bits/byte after 150 steps, 1e-3 3.78, 3e-3 3.79 (docs/training.md).
 # SGD uses momentum 0.9 (betas[0]). Muon scales each matrix's update to the RMS an AdamW update has
-# (Liu et al. 2025, "Muon is Scalable for LLM Training": 0.2 * sqrt(max(rows, cols))), so it shares
-# AdamW's lr and weight decay, one lr for every group (the trainer's schedule sets them all alike);
-# its betas are those of the AdamW part, the Muon momentum is MUON_MOMENTUM.
+# (Liu et al. 2025, "Muon is Scalable for LLM Training": 0.2 * sqrt(max(rows, cols))), so one lr serves
+# every group (the trainer's schedule sets them all alike), with AdamW's weight decay; its betas are
+# those of the AdamW part, the Muon momentum is MUON_MOMENTUM. Its lr 1e-2 beat 3e-3 on mini and its
+# flat twin (docs/quality.md, 4 CPU-minutes) and is what the 20-minute and tiny sweeps used.
 DEFAULTS: dict[str, OptimizerDefaults] = {
     "lion": OptimizerDefaults(lr=1e-3, weight_decay=0.3, betas=(0.9, 0.99)),
     "adamw": OptimizerDefaults(lr=3e-3, weight_decay=0.1, betas=(0.9, 0.95)),
     "sgd": OptimizerDefaults(lr=0.1, weight_decay=0.0, betas=(0.9, 0.0)),
-    "muon": OptimizerDefaults(lr=3e-3, weight_decay=0.1, betas=(0.9, 0.95)),
+    "muon": OptimizerDefaults(lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95)),
 }
 DISPLAY_NAMES = {"lion": "Lion", "adamw": "AdamW", "sgd": "SGD", "muon": "Muon+AdamW"}
 MUON_MOMENTUM = 0.95

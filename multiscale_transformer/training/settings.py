@@ -46,15 +46,17 @@ class TrainSettings:
     glob: str = flag("*.py", "file-name pattern inside --data directories", group=DATA)
     cache_dir: Path | None = flag(None, "prepared-corpus cache (default ~/.cache/axl/corpus)", type=Path, group=DATA)
     val_fraction: float = flag(0.05, "share of files held out", type=fraction, group=DATA)
+    # Muon + WSD: the best recipe measured (docs/quality.md: mini and tiny, both architectures); Lion,
+    # the AXL card's optimizer, stays available.
     optimizer: str = flag(
-        "lion",
-        "muon = Muon for hidden matrices + AdamW for the rest",
+        "muon",
+        "muon = Muon for hidden matrices + AdamW for the rest; lion = the AXL card's",
         choices=("lion", "adamw", "sgd", "muon"),
         group=OPTIMISATION,
     )
     lr: float | None = flag(
         None,
-        "peak lr (default: lion 1e-3, adamw and muon 3e-3, sgd 0.1, x 256/d_model above 256)",
+        "peak lr (default: muon 1e-2, lion 1e-3, adamw 3e-3, sgd 0.1, x 256/d_model above 256)",
         type=non_negative_float,
         group=OPTIMISATION,
     )
@@ -68,8 +70,8 @@ class TrainSettings:
     )
     min_lr_ratio: float = flag(0.1, "lr floor as a share of --lr", type=non_negative_float, group=OPTIMISATION)
     schedule: str = flag(
-        "cosine",
-        "lr decay after warmup: cosine, or wsd (flat, then linear over the last half)",
+        "wsd",
+        "lr after warmup: wsd (flat, then linear decay over the last half) or cosine",
         choices=("cosine", "wsd"),
         group=OPTIMISATION,
     )
