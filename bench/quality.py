@@ -4,6 +4,7 @@ two held-out sets at each budget (issue 12).
     python bench/quality.py --name sweep1                          # the default 6 configs, 2,5,10,20 min
     python bench/quality.py --name smoke --budgets 0.2,0.5 --heldout-bytes 20000
     python bench/quality.py --name sweep1 --resume                 # continue after a kill
+    python bench/quality.py --export-heldout ~/axl-data/heldout-src  # the third-party set, for axl eval
     python bench/quality.py --name muon-lr --configs ms-muon-wsd,ms-muon-wsd@lr=0.01
 
 A configuration is ARCH-OPTIMIZER-SCHEDULE[@key=value,...]: ARCH `ms` (the preset) or `flat` (its
@@ -37,11 +38,7 @@ import hashlib
 import json
 import math
 import re
-import subprocess
-import sys
-import tarfile
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,15 +49,13 @@ from multiscale_transformer.atomic import atomic_path
 from multiscale_transformer.evaluation.bpb import evaluate_documents, validation_documents
 from multiscale_transformer.model.config import ModelConfig
 from multiscale_transformer.model.model import MultiScaleTransformer
+from multiscale_transformer.training import sdist
 from multiscale_transformer.training.data import Corpus, Document, batch_rng, prepare_corpus, sample_batch
 from multiscale_transformer.training.optim import build_optimizer
+from multiscale_transformer.training.pypi_corpus import HELDOUT_PACKAGES, RESERVED
 from multiscale_transformer.training.schedule import Schedule, default_warmup
 from multiscale_transformer.training.trainer import LossModule, _to_device
 
-# Small pure-Python, permissively licensed packages, pinned by version; the training corpus of the
-# bundled model must stay disjoint from them (issue 12, Build 4).
-HELDOUT_PACKAGES = ("attrs==24.2.0", "click==8.1.7", "more-itertools==10.5.0", "toolz==1.0.0")
-RESERVED = ("tornado", "paramiko")  # independent evaluation only: never fetched, trained or tuned on
 DEFAULT_CONFIGS = (
     "ms-lion-cosine",
     "flat-lion-cosine",
@@ -132,67 +127,26 @@ def capped(docs: list[Document], cap: int) -> list[Document]:
     return out
 
 
-def _sdist_members(path: Path) -> list[tuple[str, bytes]]:
-    if path.name.endswith(".zip"):
-        with zipfile.ZipFile(path) as z:
-            return [(n, z.read(n)) for n in sorted(z.namelist())]
-    with tarfile.open(path) as t:
-        return [(m.name, t.extractfile(m).read()) for m in sorted(t.getmembers(), key=lambda m: m.name) if m.isfile()]
-
-
-def _license(members: list[tuple[str, bytes]]) -> str:
-    """The License / License-Expression field or license classifiers of the sdist's PKG-INFO."""
-    pkg_info = next((data for name, data in members if name.count("/") == 1 and name.endswith("PKG-INFO")), b"")
-    found = []
-    for line in pkg_info.decode("utf-8", "replace").splitlines():
-        if line.startswith(("License: ", "License-Expression: ")) and len(line) < 120:
-            found.append(line.split(": ", 1)[1].strip())
-        elif line.startswith("Classifier: License ::"):
-            found.append(line.split("::")[-1].strip())
-    return "; ".join(dict.fromkeys(found)) or "unknown"
-
-
 def fetch_heldout(cache: Path, packages: tuple[str, ...]) -> tuple[list[Document], list[dict]]:
-    """Download each pinned sdist once (pip download, no wheels, no dependencies) and read its .py files;
-    returns the documents (named PACKAGE/path) and one manifest entry per package."""
+    """Each pinned sdist, downloaded once (training/sdist.py), as documents named PACKAGE/path, and
+    one manifest entry per package."""
     docs, manifest = [], []
     for spec in packages:
-        if spec.split("==")[0].lower() in RESERVED:
+        if sdist.pinned(spec)[0] in RESERVED:
             raise SystemExit(f"{spec}: reserved for independent evaluation, never used here")
-        target = cache / spec.replace("==", "-")
-        if not any(target.glob("*.tar.gz")) and not any(target.glob("*.zip")):
-            target.mkdir(parents=True, exist_ok=True)
-            cmd = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "-q",
-                "--no-binary",
-                ":all:",
-                "--no-deps",
-                "-d",
-                str(target),
-            ]
-            subprocess.run([*cmd, spec], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        sdist = next(p for p in sorted(target.iterdir()) if p.name.endswith((".tar.gz", ".zip")))
-        members = _sdist_members(sdist)
-        seen: set[bytes] = set()
-        files = []
-        for name, data in members:
-            if not name.endswith(".py") or not data.strip() or data in seen:
-                continue
-            seen.add(data)
-            rel = name.split("/", 1)[1] if "/" in name else name  # drop the sdist's top folder
-            docs.append(Document(f"{spec}/{rel}", data))
-            files.append({"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        archive = sdist.download(spec, cache)
+        files = sdist.members(archive)
+        py = sdist.python_files(files)
+        docs += [Document(f"{spec}/{rel}", data) for rel, data in py]
         manifest.append(
             {
                 "package": spec,
-                "sdist": sdist.name,
-                "sdist_sha256": hashlib.sha256(sdist.read_bytes()).hexdigest(),
-                "license": _license(members),
-                "files": files,
+                "sdist": archive.name,
+                "sdist_sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
+                "license": sdist.license_of(files),
+                "files": [
+                    {"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} for rel, data in py
+                ],
             }
         )
     return docs, manifest
@@ -430,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--name", required=True, help=f"run directory under {RUNS}")
+    p.add_argument("--name", help=f"run directory under {RUNS} (required but with --export-heldout)")
     p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated ARCH-OPTIMIZER-SCHEDULE")
     p.add_argument("--budgets", type=lambda s: [float(x) for x in s.split(",")], default=[2, 5, 10, 20],
                    help="CPU-minutes per configuration at which to evaluate (default 2,5,10,20)")  # fmt: skip
@@ -444,7 +398,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--heldout-cache", type=Path, default=Path.home() / "axl-data" / "heldout")
     p.add_argument("--resume", action="store_true", help="continue from state/ in the run directory")
     p.add_argument("--report", action="store_true", help="print the run's results.jsonl as a markdown table")
-    run(p.parse_args(argv))
+    p.add_argument("--export-heldout", type=Path, metavar="DIR",
+                   help="write the whole third-party held-out set to DIR/PACKAGE/path (for axl eval --all-files "
+                   "--data DIR) and exit")  # fmt: skip
+    args = p.parse_args(argv)
+    if args.export_heldout:
+        export_heldout(args.export_heldout, args.heldout_cache)
+        return
+    if not args.name:
+        p.error("--name is required")
+    run(args)
+
+
+def export_heldout(out: Path, cache: Path) -> None:
+    docs, _ = fetch_heldout(cache, HELDOUT_PACKAGES)
+    for d in docs:
+        path = out / d.name.replace("==", "-")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(d.data)
+    print(f"{len(docs)} files, {sum(len(d.data) for d in docs):,} bytes -> {out}")
 
 
 if __name__ == "__main__":

@@ -171,6 +171,7 @@ def _training_lines(t: dict[str, Any], tr: dict[str, Any], hw: dict[str, Any]) -
         f"files ({corpus.get('train_bytes', 0) / 1e6:.1f} MB), {corpus.get('val_documents', '?')} held out by "
         "file (never trained on). Byte-level, files separated by EOS.",
         "",
+        *_package_lines(corpus.get("packages") or []),
         "| Metric | Value |",
         "|---|---|",
         f"| Training Steps | {tr.get('steps')} |",
@@ -184,6 +185,24 @@ def _training_lines(t: dict[str, Any], tr: dict[str, Any], hw: dict[str, Any]) -
         f"| Hardware | {hw.get('cpu', 'unknown')}, {hw.get('threads_per_process', '?')} threads, "
         f"{hw.get('processes', 1)} process(es) |",
     ]
+
+
+def _package_lines(packages: list[dict[str, Any]]) -> list[str]:
+    """The PyPI packages of an `axl corpus` source (training/pypi_corpus.py), one row each."""
+    if not packages:
+        return []
+    lines = [
+        "PyPI packages in the training data (sdists, `.py` files; built by `axl corpus`):",
+        "",
+        "| Package | Version | License | Files | Bytes | sdist sha256 |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p['package']} | {p['version']} | {p['license']} | {p['files']} | {p['bytes']:,} | "
+        f"`{p['sdist_sha256'][:16]}` |"
+        for p in packages
+    ]
+    return [*lines, ""]
 
 
 def _usage_lines(name: str, cfg: dict[str, Any]) -> list[str]:

@@ -59,6 +59,11 @@ class SkipStats:
         return ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
 
 
+# `--data stdlib` (where no such file exists): the default corpus, so it can be combined with others
+# and keep its file names, hence its validation split.
+STDLIB = Path("stdlib")
+
+
 def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
@@ -136,12 +141,13 @@ def _file_documents(path: Path, name: str, stats: SkipStats) -> Iterator[Documen
 def iter_sources(paths: list[Path] | None, glob: str = "*.py") -> Iterator[tuple[Path, str]]:
     """(file, name relative to its corpus root) for every input file, in a deterministic order."""
     if not paths:
-        root = stdlib_root()
-        for p in _walk(root, glob, STDLIB_EXCLUDED_DIRS):
-            yield p, p.relative_to(root).as_posix()
-        return
+        paths = [STDLIB]
     for given in paths:
-        if given.is_dir():
+        if given == STDLIB and not given.exists():
+            root = stdlib_root()
+            for p in _walk(root, glob, STDLIB_EXCLUDED_DIRS):
+                yield p, p.relative_to(root).as_posix()
+        elif given.is_dir():
             for p in _walk(given, glob, frozenset({"__pycache__", ".git"})):
                 yield p, p.relative_to(given).as_posix()
         elif given.is_file():
@@ -306,7 +312,7 @@ def prepare_corpus(
         raise UserError(f"{directory}: cannot create the corpus cache ({exc.strerror}); use --cache-dir") from None
     manifest = {
         "version": CACHE_VERSION,
-        "sources": [str(p) for p in paths] if paths else [f"stdlib:{stdlib_root()}"],
+        "sources": [f"stdlib:{stdlib_root()}" if p == STDLIB and not p.exists() else str(p) for p in paths or [STDLIB]],
         "glob": glob,
         "val_fraction": val_fraction,
         "encoding": "uint8 bytes per split; EOS (257) after each document is implied by doc_ends",

@@ -21,6 +21,7 @@ from multiscale_transformer.settings import (
     non_negative_int,
     positive_int,
 )
+from multiscale_transformer.training.data import STDLIB
 
 DEFAULT_TIME_BUDGET = 20 * 60.0  # seconds, when neither a time budget nor a step count is given
 MODEL, DATA, OPTIMISATION, RUN = "model", "data", "optimisation", "run"
@@ -41,7 +42,11 @@ class TrainSettings:
         group=MODEL,
     )
     data: list[Path] | None = flag(
-        None, "directories, files, .jsonl (content/text), .txt (default: stdlib)", type=Path, nargs="+", group=DATA
+        None,
+        "directories, files, .jsonl (content/text), .txt; `stdlib` is the standard library (the default)",
+        type=Path,
+        nargs="+",
+        group=DATA,
     )
     glob: str = flag("*.py", "file-name pattern inside --data directories", group=DATA)
     cache_dir: Path | None = flag(None, "prepared-corpus cache (default ~/.cache/axl/corpus)", type=Path, group=DATA)
@@ -115,7 +120,7 @@ class TrainSettings:
         if self.fim_rate > 0 and not self.config.fim:  # the model learns the sentinels from step 0
             self.config = dataclasses.replace(self.config, fim=True)
         if self.data:
-            missing = [str(p) for p in self.data if not Path(p).exists()]
+            missing = [str(p) for p in self.data if not Path(p).exists() and Path(p) != STDLIB]
             if missing:
                 raise UserError(f"--data: no such file or directory: {', '.join(missing)}")
 

@@ -26,6 +26,7 @@ from multiscale_transformer.training import distributed as dist_io
 from multiscale_transformer.training import report
 from multiscale_transformer.training.data import batch_rng, eval_windows, prepare_corpus, sample_batch
 from multiscale_transformer.training.optim import DISPLAY_NAMES, build_optimizer
+from multiscale_transformer.training.pypi_corpus import packages_of
 from multiscale_transformer.training.schedule import Schedule, default_warmup
 from multiscale_transformer.training.settings import TrainSettings
 
@@ -415,6 +416,7 @@ class Trainer:
                 "val_documents": corpus.val.n_docs,
                 "val_bytes": corpus.val.n_bytes,
                 "skipped": dict(self.skipped.counts),
+                "packages": packages_of(corpus.manifest["sources"]),
             },
             "hardware": report.hardware(str(self.device), s.threads, self.dist.world_size),
             "energy": report.energy_estimate(elapsed, str(self.device), cores, self.dist.world_size),
