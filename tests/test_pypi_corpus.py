@@ -50,6 +50,7 @@ def test_build_keeps_code_and_leaves_out_what_must_not_be_trained_on(cache: Path
             "src/alpha/_vendor/click/core.py": b"def vendored_click():\n    pass\n",
             "src/alpha/heldout_copy.py": b"HELD = 'attrs==24.2.0'\n",
             "src/alpha/colorsys.py": stdlib_file,
+            "src/alpha/colorsys_fork.py": b"# forked\n" + stdlib_file.replace(b"def ", b"def _", 3),
             "src/alpha/latin1.py": "s = 'caf\xe9'\n".encode("latin-1"),
             "README.md": b"not python\n",
         },
@@ -60,7 +61,12 @@ def test_build_keeps_code_and_leaves_out_what_must_not_be_trained_on(cache: Path
 
     alpha, beta = manifest["packages"]
     assert (alpha["package"], alpha["version"], alpha["license"], alpha["files"]) == ("alpha", "1.0", "MIT", 2)
-    assert alpha["skipped"] == {"held-out or reserved package": 2, "copy of a stdlib file": 1, "non-UTF-8": 1}
+    assert alpha["skipped"] == {
+        "held-out or reserved package": 2,
+        "copy of a stdlib file": 1,
+        "near-copy of a stdlib or held-out file": 1,
+        "non-UTF-8": 1,
+    }
     assert (beta["files"], beta["skipped"]) == (1, {"duplicate": 1})
     assert len(alpha["sdist_sha256"]) == 64 and manifest["files"] == 3
     docs, _ = collect_documents([out / pypi_corpus.JSONL_NAME])  # what `axl train --data` reads

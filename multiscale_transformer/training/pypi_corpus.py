@@ -6,7 +6,8 @@ and manifest.json lists every package with its version, license, sdist sha256, b
 Kept out, and counted: files that are not UTF-8 text, exact copies of a standard-library file (the
 stdlib is trained on beside it: `axl train --data stdlib --data DIR/packages.jsonl`) or of an earlier
 file, and every file of a held-out or reserved package, whether it is the package itself or a copy
-vendored inside another one (matched by content and by import-package folder name).
+vendored inside another one (matched by content and by import-package folder name), and near-copies
+of a stdlib or held-out file (most of their distinctive lines found there: forks, backports).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ MANIFEST_KIND = "axl-pypi-corpus"
 JSONL_NAME = "packages.jsonl"
 
 # The default training packages: pure Python, permissive licenses, exact versions; none of them is,
-# or vendors, a held-out package below (pip and setuptools vendor more-itertools, so they are absent).
+# or vendors, a held-out package below (pip and setuptools vendor more-itertools, so they are absent),
+# nor ships a fork of a stdlib module (black's blib2to3 is lib2to3, tomli is tomllib: both hold
+# near-copies of files in the stdlib validation split).
 PACKAGES: tuple[str, ...] = (
     "requests==2.32.3",
     "urllib3==2.2.3",
@@ -48,7 +51,6 @@ PACKAGES: tuple[str, ...] = (
     "rich==13.9.4",
     "markdown-it-py==3.0.0",
     "mdurl==0.1.2",
-    "tomli==2.2.1",
     "boltons==24.1.0",
     "cachetools==5.5.0",
     "decorator==5.1.1",
@@ -61,7 +63,6 @@ PACKAGES: tuple[str, ...] = (
     "httpx==0.27.2",
     "starlette==0.41.3",
     "networkx==3.4.2",
-    "black==24.10.0",
     "pyflakes==3.2.0",
     "pycodestyle==2.12.1",
 )
@@ -103,16 +104,32 @@ def _vendored(path: str) -> bool:
     return any(part in EXCLUDED_FOLDERS for part in path.split("/")[:-1])
 
 
+# A near-copy (a fork, an old vendored version, a backport) shares most of its distinctive lines with
+# the original: lines of at least LINE_CHARS characters, stripped; a file with fewer than MIN_LINES of
+# them is too small to judge and kept.
+LINE_CHARS, MIN_LINES, NEAR_COPY_SHARE = 32, 8, 0.5
+
+
+def long_lines(data: bytes) -> set[bytes]:
+    return {s for line in data.splitlines() if len(s := line.strip()) >= LINE_CHARS}
+
+
+def near_copy(data: bytes, protected: set[bytes]) -> bool:
+    lines = long_lines(data)
+    return len(lines) >= MIN_LINES and sum(line in protected for line in lines) >= NEAR_COPY_SHARE * len(lines)
+
+
 def build(specs: list[str], out: Path, cache: Path) -> dict:
     """Download, filter and write out/packages.jsonl and out/manifest.json; returns the manifest."""
     check_packages(specs)
     # Contents never to train on: the held-out packages' files, and the stdlib's (trained on already).
-    heldout = {
-        hashlib.sha256(data).digest()
-        for spec in HELDOUT_PACKAGES
-        for _, data in sdist.python_files(sdist.members(sdist.download(spec, cache)))
-    }
-    stdlib = {hashlib.sha256(d.data).digest() for d in collect_documents(None)[0]}
+    heldout_files = [
+        data for spec in HELDOUT_PACKAGES for _, data in sdist.python_files(sdist.members(sdist.download(spec, cache)))
+    ]
+    stdlib_files = [d.data for d in collect_documents(None)[0]]
+    heldout = {hashlib.sha256(data).digest() for data in heldout_files}
+    stdlib = {hashlib.sha256(data).digest() for data in stdlib_files}
+    protected = set().union(*map(long_lines, heldout_files + stdlib_files))
     seen: set[bytes] = set()
     records: list[bytes] = []
     packages = []
@@ -133,6 +150,8 @@ def build(specs: list[str], out: Path, cache: Path) -> dict:
                 reason = "copy of a stdlib file"
             elif reason is None and digest in seen:
                 reason = "duplicate"
+            elif reason is None and near_copy(data, protected):
+                reason = "near-copy of a stdlib or held-out file"
             if reason:
                 skipped[reason] += 1
                 continue
