@@ -7,6 +7,7 @@ Weights are random (speed does not depend on them). Not a test: these machines a
 
     python bench/generate.py                      # micro and reasoning, 1 thread as `axl generate`
     python bench/generate.py --presets micro --threads 2 --gguf
+    python bench/generate.py --presets --models multiscale_transformer/pretrained/axl-mini   # trained weights
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def row(label: str, rate: float, ttfb: float, base: float | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["micro", "reasoning"])
+    parser.add_argument("--presets", nargs="*", default=["micro", "reasoning"])
+    parser.add_argument("--models", nargs="*", default=[], help="model directories to measure too (their configs)")
     parser.add_argument("--new", type=int, default=64, help="bytes generated; the prompt fills the rest of the window")
     parser.add_argument("--full-new", type=int, default=8, help="bytes for the slow full-recompute run")
     parser.add_argument("--threads", type=int, default=1, help="default 1, as axl generate")
@@ -91,9 +93,12 @@ def main() -> None:
         f"threads {args.threads}, batch 1, fp32, greedy; every byte decoded at the end of a full window; "
         f"best of {args.rounds} interleaved rounds"
     )
-    for name in args.presets:
-        torch.manual_seed(0)
-        model = MultiScaleTransformer(ModelConfig.from_name(name)).eval()
+    for name in [*args.presets, *args.models]:
+        if name in args.presets:
+            torch.manual_seed(0)
+            model = MultiScaleTransformer(ModelConfig.from_name(name)).eval()
+        else:
+            model = MultiScaleTransformer.from_pretrained(name).eval()
         window = model.config.max_seq_len
         prompt, full_prompt = prompt_for(window, args.new), prompt_for(window, args.full_new)
         print(f"{name} ({model.num_parameters():,} parameters), {window}-byte window, prompt {len(prompt)} bytes")

@@ -51,11 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from multiscale_transformer.evaluation.baselines import compressor_baselines
     from multiscale_transformer.evaluation.bpb import evaluate_documents, held_out_documents
     from multiscale_transformer.evaluation.probes import MODES, run_probe
+    from multiscale_transformer.training.data import check_sources
 
     if args.data:
-        missing = [str(p) for p in args.data if not p.exists()]
-        if missing:
-            raise UserError(f"--data: no such file or directory: {', '.join(missing)}")
+        check_sources(args.data)
     set_threads(args.threads)
     model = load_model_from_args(args)
     context = model.config.max_seq_len

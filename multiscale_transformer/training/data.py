@@ -64,6 +64,17 @@ class SkipStats:
 STDLIB = Path("stdlib")
 
 
+def is_stdlib(path: Path) -> bool:
+    return path == STDLIB and not path.exists()
+
+
+def check_sources(paths: list[Path]) -> None:
+    """One line naming every --data path that does not exist (`stdlib` always does)."""
+    missing = [str(p) for p in paths if not Path(p).exists() and not is_stdlib(Path(p))]
+    if missing:
+        raise UserError(f"--data: no such file or directory: {', '.join(missing)}")
+
+
 def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
@@ -143,7 +154,7 @@ def iter_sources(paths: list[Path] | None, glob: str = "*.py") -> Iterator[tuple
     if not paths:
         paths = [STDLIB]
     for given in paths:
-        if given == STDLIB and not given.exists():
+        if is_stdlib(given):
             root = stdlib_root()
             for p in _walk(root, glob, STDLIB_EXCLUDED_DIRS):
                 yield p, p.relative_to(root).as_posix()
@@ -312,7 +323,7 @@ def prepare_corpus(
         raise UserError(f"{directory}: cannot create the corpus cache ({exc.strerror}); use --cache-dir") from None
     manifest = {
         "version": CACHE_VERSION,
-        "sources": [f"stdlib:{stdlib_root()}" if p == STDLIB and not p.exists() else str(p) for p in paths or [STDLIB]],
+        "sources": [f"stdlib:{stdlib_root()}" if is_stdlib(p) else str(p) for p in paths or [STDLIB]],
         "glob": glob,
         "val_fraction": val_fraction,
         "encoding": "uint8 bytes per split; EOS (257) after each document is implied by doc_ends",

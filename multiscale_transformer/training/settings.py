@@ -21,7 +21,7 @@ from multiscale_transformer.settings import (
     non_negative_int,
     positive_int,
 )
-from multiscale_transformer.training.data import STDLIB
+from multiscale_transformer.training.data import check_sources
 
 DEFAULT_TIME_BUDGET = 20 * 60.0  # seconds, when neither a time budget nor a step count is given
 MODEL, DATA, OPTIMISATION, RUN = "model", "data", "optimisation", "run"
@@ -120,9 +120,7 @@ class TrainSettings:
         if self.fim_rate > 0 and not self.config.fim:  # the model learns the sentinels from step 0
             self.config = dataclasses.replace(self.config, fim=True)
         if self.data:
-            missing = [str(p) for p in self.data if not Path(p).exists() and Path(p) != STDLIB]
-            if missing:
-                raise UserError(f"--data: no such file or directory: {', '.join(missing)}")
+            check_sources(self.data)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
