@@ -94,5 +94,5 @@ def test_train_checks_live_in_the_settings(tmp_path: Path, fields: dict, message
 def test_data_stdlib_names_the_default_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # where no file called `stdlib` exists
     assert TrainSettings(out=tmp_path, data=[Path("stdlib"), tmp_path]).data == [Path("stdlib"), tmp_path]
-    with pytest.raises(UserError, match="no such file or directory: nope$"):
+    with pytest.raises(UserError, match=r"no such file or directory: nope$"):
         TrainSettings(out=tmp_path, data=[Path("stdlib"), Path("nope")])
