@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from multiscale_transformer.model.model import MultiScaleTransformer
 
 
+# How the card names ModelConfig.coarse_input.
+COARSE_INPUT_NAMES = {
+    "embeddings": "the byte embeddings (AXL)",
+    "fine": "the fine stack's output (Hourglass)",
+}
+
+
 def measure_card(
     model: MultiScaleTransformer,
     model_dir: Path,
@@ -94,6 +101,7 @@ def render_card(m: dict[str, Any]) -> str:
         f"| Layers per Scale | {cfg.get('layers_per_scale') or cfg['n_layers_per_scale']} |",
         f"| Cross-scale layers | {cfg['n_cross_attn_layers']} |",
         f"| Downsample Factors | {cfg['downsample_factors']} |",
+        f"| Coarse scales pool | {COARSE_INPUT_NAMES[cfg.get('coarse_input', 'embeddings')]} |",
         "| License | Apache 2.0 |",
         "",
         "## Uses",
