@@ -133,6 +133,8 @@ def add_flags(
         else:
             kwargs.update(default=default, type=meta["type"], metavar=metavar, nargs=meta["nargs"])
             kwargs.update(required=required or None)
+            if meta["nargs"] in ("+", "*"):  # `--data a --data b` means both, as `--data a b` does
+                kwargs["action"] = "extend"
         target.add_argument(*names, **{k: v for k, v in kwargs.items() if v is not None or k == "default"})
 
 

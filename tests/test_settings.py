@@ -93,6 +93,10 @@ def test_train_checks_live_in_the_settings(tmp_path: Path, fields: dict, message
 
 def test_data_stdlib_names_the_default_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # where no file called `stdlib` exists
+    args = subcommand("train").parse_args(["--out", str(tmp_path), "--data", "stdlib", "--data", str(tmp_path)])
+    assert args.data == [Path("stdlib"), tmp_path]  # a repeated --data adds, it does not replace
+    eval_args = subcommand("eval").parse_args(["--data", "stdlib", "--data", str(tmp_path)])
+    assert eval_args.data == [Path("stdlib"), tmp_path]
     assert TrainSettings(out=tmp_path, data=[Path("stdlib"), tmp_path]).data == [Path("stdlib"), tmp_path]
     with pytest.raises(UserError, match=r"no such file or directory: nope$"):
         TrainSettings(out=tmp_path, data=[Path("stdlib"), Path("nope")])

@@ -13,7 +13,9 @@ from multiscale_transformer.errors import UserError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model directory (default: the bundled model)")
     p.add_argument("--out", help="where to write the card (default: MODEL/README.md)")
-    p.add_argument("--data", nargs="+", type=Path, help="held-out data (default: the stdlib validation split)")
+    p.add_argument(
+        "--data", nargs="+", action="extend", type=Path, help="held-out data (default: the stdlib validation split)"
+    )
     p.add_argument("--gguf-dir", type=Path, help="an `axl export-gguf` output directory whose file sizes to list")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_argument(p)

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     d = p.add_argument_group("data (the same inputs and split as axl train)")
-    d.add_argument("--data", nargs="+", type=Path, help="directories, files, .jsonl, .txt (default: stdlib)")
+    d.add_argument(
+        "--data", nargs="+", action="extend", type=Path, help="directories, files, .jsonl, .txt (default: stdlib)"
+    )
     d.add_argument("--glob", default="*.py", help="file-name pattern inside --data directories (default *.py)")
     d.add_argument("--val-fraction", type=fraction, default=0.05, help="held-out share, as in training (0.05)")
     d.add_argument("--all-files", action="store_true", help="score every file, not only the validation split")
