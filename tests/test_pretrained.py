@@ -25,7 +25,8 @@ def test_bundled_model_is_installed_causal_and_loads_as_float32() -> None:
     with safe_open(str(path / "model.safetensors"), "pt") as f:
         assert f.get_tensor("tok_emb.weight").dtype == torch.float16  # stored in 16 bits
     model = MultiScaleTransformer.from_pretrained(path)
-    assert model.config == ModelConfig.from_name("mini", fim=True)  # fill-in-the-middle trained (issue 13)
+    # Fill-in-the-middle trained (issue 13); the coarse scales pool the fine stack's output (issue 12).
+    assert model.config == ModelConfig.from_name("mini", fim=True, coarse_input="fine")
     assert model.tok_emb.weight.dtype == torch.float32
     with torch.no_grad():
         assert perturbation_leak(model, 258, [5, 64, 256], cuts_per_length=3).magnitude == 0.0
