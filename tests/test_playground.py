@@ -137,10 +137,17 @@ def test_infill_fills_at_the_cursor(page: object, base: str) -> None:
 def test_stop_ends_the_generation_on_the_server(page: object, base: str) -> None:
     page.fill("#max_tokens", "4000")
     page.fill("#seed", "")
-    page.evaluate("() => { document.getElementById('output').dataset.done = ''; }")
-    page.click("#run")
-    page.wait_for_function("() => (document.getElementById('generated') || {}).textContent?.length > 5")
-    assert httpx.get(f"{base}/health").json()["active"] == 1
+    # The random model samples EOS now and then (unseeded: 1 in 258 bytes or so), which ends a
+    # generation before Stop can; such a run is retried, so only a Stop that fails fails the test.
+    for _ in range(5):
+        page.evaluate("() => { document.getElementById('output').dataset.done = ''; }")
+        page.click("#run")
+        page.wait_for_function("() => (document.getElementById('generated') || {}).textContent?.length > 5")
+        if httpx.get(f"{base}/health").json()["active"] == 1:
+            break
+        wait_done(page)
+    else:
+        pytest.fail("five generations in a row ended by themselves before Stop could be pressed")
     page.click("#stop")
     wait_done(page)
     assert "stopped" in page.text_content("#status")
