@@ -30,7 +30,7 @@ def download(spec: str, cache: Path) -> Path:
     dependencies); a later call reads the file already there."""
     name, version = pinned(spec)
     target = cache / f"{name}-{version}"
-    found = [p for p in sorted(target.glob("*")) if p.name.endswith(SDIST_SUFFIXES)] if target.is_dir() else []
+    found = _sdists(target)
     if not found:
         target.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps", "-d", str(target)]
@@ -38,10 +38,14 @@ def download(spec: str, cache: Path) -> Path:
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["pip download failed"])[-1]
             raise UserError(f"{spec}: cannot download its sdist ({last})")
-        found = [p for p in sorted(target.glob("*")) if p.name.endswith(SDIST_SUFFIXES)]
+        found = _sdists(target)
         if not found:
             raise UserError(f"{spec}: pip downloaded no sdist (.tar.gz or .zip) into {target}")
     return found[0]
+
+
+def _sdists(target: Path) -> list[Path]:
+    return [p for p in sorted(target.glob("*")) if p.name.endswith(SDIST_SUFFIXES)] if target.is_dir() else []
 
 
 def members(path: Path) -> list[tuple[str, bytes]]:
