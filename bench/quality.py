@@ -106,9 +106,13 @@ def split_configs(text: str) -> list[str]:
     return [c for c in re.split(r",(?=(?:ms|flat)-)", text) if c]
 
 
-def model_config(preset: str, arch: str) -> ModelConfig:
-    config = ModelConfig.from_name(preset)
-    return config.flat() if arch == "flat" else config
+def model_config(preset: str, spec: Spec) -> ModelConfig:
+    """The arm's model: the preset with the spec's architecture options, or, for `flat`, the
+    equal-parameter twin of that multi-scale model (so `flat-...@layers=2-2-6` matches its `ms` arm)."""
+    config = ModelConfig.from_name(preset, coarse_input=spec.coarse, fim=spec.fim > 0)
+    if spec.layers:
+        config = dataclasses.replace(config, layers_per_scale=[int(n) for n in spec.layers.split("-")])
+    return config.flat() if spec.arch == "flat" else config
 
 
 # ---- held-out sets ----
@@ -178,13 +182,7 @@ class Arm:
 
     def __init__(self, spec: Spec, args: argparse.Namespace, corpus: Corpus) -> None:
         self.spec, self.args, self.corpus = spec, args, corpus
-        self.config = model_config(args.preset, spec.arch)
-        if spec.fim > 0:
-            self.config = dataclasses.replace(self.config, fim=True)
-        self.config = dataclasses.replace(self.config, coarse_input=spec.coarse)  # validated by ModelConfig
-        if spec.layers and spec.arch == "ms":
-            depths = [int(n) for n in spec.layers.split("-")]
-            self.config = dataclasses.replace(self.config, layers_per_scale=depths)
+        self.config = model_config(args.preset, spec)  # options validated by ModelConfig
         torch.manual_seed(spec.seed)
         self.model = MultiScaleTransformer(self.config).train()
         self.optimizer = build_optimizer(self.model, spec.optimizer, spec.lr, spec.weight_decay)
