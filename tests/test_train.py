@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from multiscale_transformer.model.config import ModelConfig
 from multiscale_transformer.model.model import MultiScaleTransformer
 
 from .test_data import small_corpus
@@ -80,6 +81,7 @@ def test_outputs_and_model_load(src: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     model = MultiScaleTransformer.from_pretrained(out)
     assert model.config.max_seq_len == 32
+    assert model.config.coarse_input == "fine"  # commands/train.py TRAIN_ARCHITECTURE, the adopted recipe
     results = json.loads((out / "results.json").read_text())
     tr = results["training_results"]
     assert tr["steps"] == 6 and tr["optimizer"] == "Muon+AdamW" and tr["attention"] == "SDPA"
@@ -90,6 +92,19 @@ def test_outputs_and_model_load(src: Path, tmp_path: Path) -> None:
     assert json.loads((out / "config.json").read_text())["training_results"]["steps"] == 6
     assert (out / "training.png").stat().st_size > 1000
     assert [r["step"] for r in rows(out) if "val_bpb" in r] == [3, 6]
+
+
+@pytest.mark.parametrize(
+    ("flags", "coarse_input"),
+    [([], "fine"), (["--config", '{"coarse_input": "embeddings"}'], "embeddings"), (["--preset", "mini"], "fine")],
+)
+def test_new_models_pool_the_fine_stack_unless_the_config_says_otherwise(flags: list[str], coarse_input: str) -> None:
+    from multiscale_transformer.cli import build_parser
+    from multiscale_transformer.commands.train import _config
+
+    config = _config(build_parser().parse_args(["train", "--out", "unused", *flags]))
+    assert config.coarse_input == coarse_input
+    assert config.d_model == ModelConfig.from_name(flags[1] if flags[:1] == ["--preset"] else "tiny").d_model
 
 
 def test_sigterm_saves_and_exits_cleanly(src: Path, tmp_path: Path) -> None:
