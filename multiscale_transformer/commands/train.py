@@ -14,7 +14,7 @@ __all__ = ["TRAIN_ARCHITECTURE", "add_arguments", "duration", "run"]  # duration
 # What a new model gets unless --config says otherwise: the architecture options that won
 # docs/quality.md's sweeps (Hourglass pooling of the fine stack's output: 0.12-0.24 bits/byte better
 # at 20 CPU-minutes). The presets stay the published architecture, so published checkpoints load.
-TRAIN_ARCHITECTURE: dict = {"coarse_input": "fine"}
+TRAIN_ARCHITECTURE: dict[str, str] = {"coarse_input": "fine"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
