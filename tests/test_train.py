@@ -95,16 +95,22 @@ def test_outputs_and_model_load(src: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("flags", "coarse_input"),
-    [([], "fine"), (["--config", '{"coarse_input": "embeddings"}'], "embeddings"), (["--preset", "mini"], "fine")],
+    ("flags", "preset", "coarse_input"),
+    [
+        ([], "tiny", "fine"),
+        (["--config", '{"coarse_input": "embeddings"}'], "tiny", "embeddings"),
+        (["--preset", "mini"], "mini", "fine"),
+    ],
 )
-def test_new_models_pool_the_fine_stack_unless_the_config_says_otherwise(flags: list[str], coarse_input: str) -> None:
+def test_new_models_pool_the_fine_stack_unless_the_config_says_otherwise(
+    flags: list[str], preset: str, coarse_input: str
+) -> None:
     from multiscale_transformer.cli import build_parser
     from multiscale_transformer.commands.train import _config
 
     config = _config(build_parser().parse_args(["train", "--out", "unused", *flags]))
     assert config.coarse_input == coarse_input
-    assert config.d_model == ModelConfig.from_name(flags[1] if flags[:1] == ["--preset"] else "tiny").d_model
+    assert config.d_model == ModelConfig.from_name(preset).d_model
 
 
 def test_sigterm_saves_and_exits_cleanly(src: Path, tmp_path: Path) -> None:

@@ -22,9 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     groups = {MODEL: p.add_argument_group(MODEL)}  # the flags that build the config, then the settings'
     groups[MODEL].add_argument("--preset", help="model preset (default tiny; see axl info --preset NAME)")
-    groups[MODEL].add_argument(
-        "--config", help='JSON object or file of config fields over the preset (default {"coarse_input": "fine"})'
-    )
+    default = json.dumps(TRAIN_ARCHITECTURE)
+    groups[MODEL].add_argument("--config", help=f"JSON object or file of fields over the preset (default: {default})")
     groups[MODEL].add_argument("--context", type=positive_int, help="max_seq_len: bytes of context per training window")
     add_flags(p, TrainSettings, groups=groups)
 
