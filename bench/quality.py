@@ -10,7 +10,8 @@ two held-out sets at each budget (issue 12).
 A configuration is ARCH-OPTIMIZER-SCHEDULE[@key=value,...]: ARCH `ms` (the preset) or `flat` (its
 equal-parameter single-scale twin, `ModelConfig.flat()`), OPTIMIZER a training/optim.py name,
 SCHEDULE a training/schedule.py kind; options lr=, wd=, seed=, fim=, coarse= (ModelConfig.coarse_input),
-layers= (ModelConfig.layers_per_scale, e.g. 1-2-3).
+layers= (ModelConfig.layers_per_scale, e.g. 1-2-3), post= (ModelConfig.post_fusion_layers), pairs=
+(ModelConfig.cross_pairs as SOURCE:TARGET/..., e.g. 1:0/2:0), cross= (ModelConfig.n_cross_attn_layers).
 
 Side by side, on one thread: every configuration has its own model, optimizer, schedule and batch
 stream, and one process trains them in turn, `--slice` CPU-seconds each. Each is charged only the
@@ -82,6 +83,9 @@ class Spec:
     fim: float = 0.0  # share of documents trained as fill-in-the-middle
     coarse: str = "embeddings"  # ModelConfig.coarse_input: what the coarser scales pool
     layers: str = ""  # ModelConfig.layers_per_scale as "1-2-3"; empty: the preset's
+    post: int = 0  # ModelConfig.post_fusion_layers
+    pairs: str = ""  # ModelConfig.cross_pairs as "1:0/2:0"; empty: every pair
+    cross: int | None = None  # ModelConfig.n_cross_attn_layers; None: the preset's
 
 
 def parse_spec(text: str, seed: int) -> Spec:
@@ -93,11 +97,24 @@ def parse_spec(text: str, seed: int) -> Spec:
     values: dict[str, Any] = {"seed": seed}
     for item in filter(None, opts.split(",")):
         key, _, value = item.partition("=")
-        if key not in ("lr", "wd", "seed", "fim", "coarse", "layers"):
-            raise SystemExit(f"--configs {text!r}: unknown option {key!r} (lr, wd, seed, fim, coarse, layers)")
-        converted = int(value) if key == "seed" else value if key in ("coarse", "layers") else float(value)
+        if key not in OPTIONS:
+            raise SystemExit(f"--configs {text!r}: unknown option {key!r} ({', '.join(OPTIONS)})")
+        converted = OPTIONS[key](value)
         values[{"wd": "weight_decay"}.get(key, key)] = converted
     return Spec(text, parts[0], parts[1], parts[2], **values)
+
+
+OPTIONS: dict[str, type] = {
+    "lr": float,
+    "wd": float,
+    "seed": int,
+    "fim": float,
+    "coarse": str,
+    "layers": str,
+    "post": int,
+    "pairs": str,
+    "cross": int,
+}
 
 
 def split_configs(text: str) -> list[str]:
@@ -112,6 +129,13 @@ def model_config(preset: str, spec: Spec) -> ModelConfig:
     config = ModelConfig.from_name(preset, coarse_input=spec.coarse, fim=spec.fim > 0)
     if spec.layers:
         config = dataclasses.replace(config, layers_per_scale=[int(n) for n in spec.layers.split("-")])
+    if spec.pairs:
+        pairs = [[int(i) for i in pair.split(":")] for pair in spec.pairs.split("/")]
+        config = dataclasses.replace(config, cross_pairs=pairs)
+    if spec.cross is not None:
+        config = dataclasses.replace(config, n_cross_attn_layers=spec.cross)
+    config = dataclasses.replace(config, post_fusion_layers=spec.post)
+    config = ModelConfig.from_dict(config.to_dict())  # validated like a config.json
     return config.flat() if spec.arch == "flat" else config
 
 
@@ -247,6 +271,8 @@ class Arm:
             "fim": self.spec.fim,
             "coarse_input": self.spec.coarse,
             "layers_per_scale": self.config.scale_depths,
+            "post_fusion_layers": self.config.post_fusion_layers,
+            "cross_pairs": self.config.directed_pairs if self.config.n_cross_attn_layers else [],
             "params": self.model.num_parameters(),
             "budget_min": budget,
             "cpu_s": round(self.cpu, 1),

@@ -45,6 +45,9 @@ FEATURES = {
 OPTIONS = {
     "coarse_input=fine": {**FEATURES, "coarse_input": "fine"},
     "layers_per_scale=1,2,3": {**FEATURES, "layers_per_scale": [1, 2, 3]},
+    "post_fusion_layers=2": {**FEATURES, "post_fusion_layers": 2},
+    "cross_pairs=coarse-to-fine": {**FEATURES, "cross_pairs": [[1, 0], [2, 0]]},
+    "hourglass": {**FEATURES, "coarse_input": "fine", "post_fusion_layers": 1, "cross_pairs": [[2, 1], [1, 0]]},
 }
 
 

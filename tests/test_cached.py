@@ -47,6 +47,15 @@ def test_every_architecture_option(option: str) -> None:
         assert_decoders_agree(model, data[:length], data[length : length + 9], row=1, batch=2)
     many = torch.randint(0, 256, (90,), generator=torch.Generator().manual_seed(7)).tolist()
     assert_decoders_agree(model, many[:50], many[50:90])  # past the context (64): the window slides
+    # Rows at different positions step together: each forms tokens of different scales.
+    prompts = [data[:1], data[:6], data[:11]]
+    cached, full = CachedDecoder(model, 3), FullDecoder(model, 3)
+    for row, prompt in enumerate(prompts):
+        torch.testing.assert_close(cached.prefill_row(row, prompt), full.prefill_row(row, prompt), rtol=0, atol=1e-5)
+    active = torch.ones(3, dtype=torch.bool)
+    for byte in data[20:29]:
+        ids = torch.full((3,), byte)
+        torch.testing.assert_close(cached.step(ids, active), full.step(ids, active), rtol=0, atol=1e-5)
 
 
 def test_other_downsample_factors() -> None:

@@ -117,3 +117,31 @@ def test_layers_per_scale_sets_each_stack_and_the_flat_twin_matches_its_paramete
     for bad in ([1, 2], [1, 0, 2], "123"):
         with pytest.raises(UserError, match="layers_per_scale must list one positive integer per scale"):
             ModelConfig.from_name("mini", layers_per_scale=bad)
+
+
+def test_post_fusion_layers_and_cross_pairs_build_what_they_say_and_the_flat_twin_matches() -> None:
+    config = ModelConfig.from_name("mini", post_fusion_layers=2, cross_pairs=[[1, 0], [2, 0]])
+    model = MultiScaleTransformer(config)
+    assert len(model.post) == 2 and model.pairs == [(1, 0), (2, 0)] and len(model.cross[0]) == 2
+    assert model.num_parameters() == estimate_parameters(config)
+    flat = config.flat()
+    assert (flat.post_fusion_layers, flat.cross_pairs) == (0, None)
+    assert abs(estimate_parameters(flat) / model.num_parameters() - 1) <= 0.05
+    published = ModelConfig.from_name("mini")
+    assert published.post_fusion_layers == 0 and len(published.directed_pairs) == 6
+
+
+@pytest.mark.parametrize(
+    ("field", "bad", "message"),
+    [
+        ("post_fusion_layers", -1, "post_fusion_layers must be an integer >= 0"),
+        ("post_fusion_layers", True, "post_fusion_layers must be an integer >= 0"),
+        ("cross_pairs", [[0, 0]], "cross_pairs must list distinct"),
+        ("cross_pairs", [[1, 3]], "cross_pairs must list distinct"),
+        ("cross_pairs", [[1, 0], [1, 0]], "cross_pairs must list distinct"),
+        ("cross_pairs", "1:0", "cross_pairs must list distinct"),
+    ],
+)
+def test_post_fusion_layers_and_cross_pairs_are_validated(field: str, bad: object, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        ModelConfig.from_name("mini", **{field: bad})

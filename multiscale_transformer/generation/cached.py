@@ -46,13 +46,16 @@ class CachedDecoder(nn.Module):
     def setup_caches(self, batch: int, max_len: int) -> None:
         cfg, factors = self.model.config, self.factors
         device = self.model.tok_emb.weight.device
-        sizes = [n_tokens(max_len, k) for k in factors]
+        # One cache per self-attention layer of each scale's stack, then of the post-fusion layers
+        # (stack index n_scales, one token per byte).
+        sizes = [n_tokens(max_len, k) for k in factors] + [max_len]
+        depths = [*cfg.scale_depths, cfg.post_fusion_layers]
 
         def cache(n: int) -> KVCache:
             return KVCache(batch, cfg.n_heads, n, cfg.head_dim).to(device)
 
         self.self_caches = nn.ModuleList(
-            nn.ModuleList(cache(sizes[s]) for _ in range(depth)) for s, depth in enumerate(cfg.scale_depths)
+            nn.ModuleList(cache(sizes[s]) for _ in range(depth)) for s, depth in enumerate(depths)
         )
         self.cross_caches = nn.ModuleList(
             nn.ModuleList(cache(sizes[s]) for s, _ in self.model.pairs) for _ in range(cfg.n_cross_attn_layers)
@@ -105,13 +108,15 @@ class CachedDecoder(nn.Module):
         device = self.pooled.device
         rows = torch.tensor(row_list, device=device)
         x = model.tok_emb(torch.tensor(windows, device=device))  # (R, T, d)
-        hs = model.scale_states(x, caches=_PrefillViews(self, rows))
+        views = _PrefillViews(self, rows)
+        hs = model.scale_states(x, caches=views)
         for s in range(1, len(hs)):
             self._store_slots(s, rows, hs[s][:, -1])
         for row, ids in zip(row_list, windows, strict=True):
             self.lengths[row] = T
             self.ids[row] = list(ids)
-        return self._logits(rows, torch.full((len(row_list),), T - 1, device=device), hs[0][:, -1])
+        # The post-fusion layers' caches need every byte's fused state, not only the last one's.
+        return model.head(model.post_fusion(model.fuse(model.upsampled(hs, T)), views)[:, -1])
 
     @torch.inference_mode()
     def step(self, next_ids: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
@@ -137,18 +142,16 @@ class CachedDecoder(nn.Module):
         t_list = [self.lengths[r] for r in row_list]  # the new bytes' positions
         rows, t = torch.tensor(row_list, device=device), torch.tensor(t_list, device=device)
         x = model.tok_emb(ids)[:, None]  # (R, 1, d)
-        new = model.step_states(x, t_list, _StepViews(self, row_list, rows, t))
+        views = _StepViews(self, row_list, rows, t)
+        new = model.step_states(x, t_list, views)
         for s, (sub, h) in new.items():
             if s > 0:
                 self._store_slots(s, _picker(sub, len(row_list))(rows), h[:, 0])
         for r in row_list:
             self.lengths[r] += 1
-        return self._logits(rows, t, new[0][1][:, 0])
-
-    def _logits(self, rows: torch.Tensor, t: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
-        """Logits of byte t from its fine state (R, d) and slot t % k of each coarser scale's latest token."""
+        # Byte t's logits read its fine state and slot t % k of each coarser scale's latest token.
         coarse = [self.slots[s][rows, t % self.factors[s]] for s in range(1, len(self.factors))]
-        return self.model.byte_logits(fine, coarse)
+        return model.byte_logits(new[0][1][:, 0], coarse, t_list, views)
 
     def _store_slots(self, s: int, rows: torch.Tensor, h: torch.Tensor) -> None:
         """Final state h (R, d) of the new latest token of scale s, upsampled once to its k byte slots."""

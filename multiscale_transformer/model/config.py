@@ -63,6 +63,13 @@ class ModelConfig:
     # Self-attention layers of each scale's stack, finest first (e.g. [1, 2, 3]: depth moved to the
     # coarse scales, where a layer costs less per byte); None: n_layers_per_scale for every scale.
     layers_per_scale: list[int] | None = None
+    # Byte-resolution self-attention layers after the fusion, before the head (Hourglass's layers
+    # after upsampling, which let every byte attend to the fused coarse context); 0: AXL's head reads
+    # the fusion directly.
+    post_fusion_layers: int = 0
+    # The directed (source, target) scale pairs that get a cross block in each cross layer, e.g.
+    # [[1, 0], [2, 0]]: only the coarse scales informing the bytes; None: every pair (AXL).
+    cross_pairs: list[list[int]] | None = None
     # Trained with fill-in-the-middle sentinels (model/vocab.py FIM_IDS): weights, not architecture,
     # but it decides whether a server may infill with this model, so it travels in config.json.
     fim: bool = False
@@ -119,6 +126,11 @@ class ModelConfig:
                 wanted = f"one positive integer per scale ({len(factors)})"
                 raise UserError(f"config: layers_per_scale must list {wanted}, got {depths!r}")
             self.layers_per_scale = [int(n) for n in depths]
+        if not _is_int(self.post_fusion_layers) or self.post_fusion_layers < 0:
+            raise UserError(f"config: post_fusion_layers must be an integer >= 0, got {self.post_fusion_layers!r}")
+        self.post_fusion_layers = int(self.post_fusion_layers)
+        if self.cross_pairs is not None:
+            self.cross_pairs = _check_pairs(self.cross_pairs, len(factors))
         if self.coarse_input not in COARSE_INPUTS:
             raise UserError(f"config: coarse_input must be one of {COARSE_INPUTS}, got {self.coarse_input!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
@@ -140,6 +152,13 @@ class ModelConfig:
     def scale_depths(self) -> list[int]:
         """Self-attention layers per scale, finest first."""
         return list(self.layers_per_scale or [self.n_layers_per_scale] * self.n_scales)
+
+    @property
+    def directed_pairs(self) -> list[tuple[int, int]]:
+        """The (source, target) scale pairs with a cross block, in the order the model builds them."""
+        if self.cross_pairs is not None:
+            return [(s, t) for s, t in self.cross_pairs]
+        return [(s, t) for t in range(self.n_scales) for s in range(self.n_scales) if s != t]
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> ModelConfig:
@@ -165,13 +184,37 @@ class ModelConfig:
         """The single-scale baseline: same width, one byte-level stack sized to equal parameters."""
         target = estimate_parameters(self)
         per_layer = _layer_params(self.d_model, self.d_ff)
-        one = dataclasses.replace(self, downsample_factors=[1], n_layers_per_scale=1, layers_per_scale=None)
+        one = dataclasses.replace(
+            self,
+            downsample_factors=[1],
+            n_layers_per_scale=1,
+            layers_per_scale=None,
+            post_fusion_layers=0,
+            cross_pairs=None,
+        )
         layers = max(1, round((target - estimate_parameters(one)) / per_layer) + 1)
         return dataclasses.replace(one, n_cross_attn_layers=0, n_layers_per_scale=layers)
 
 
 def _is_int(value: Any) -> bool:
     return not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
+
+
+def _check_pairs(pairs: Any, n_scales: int) -> list[list[int]]:
+    """cross_pairs as a list of distinct [source, target] pairs of different scales in range."""
+
+    def valid(pair: Any) -> bool:
+        in_range = isinstance(pair, list | tuple) and all(_is_int(i) and 0 <= i < n_scales for i in pair)
+        return in_range and len(pair) == 2 and pair[0] != pair[1]
+
+    ok = isinstance(pairs, list | tuple) and all(valid(p) for p in pairs)
+    checked = [[int(s), int(t)] for s, t in pairs] if ok else []
+    if not ok or len({tuple(p) for p in checked}) != len(checked):
+        raise UserError(
+            "config: cross_pairs must list distinct [source, target] pairs of different scales "
+            f"0..{n_scales - 1}, such as [[1, 0], [2, 0]]; got {pairs!r}"
+        )
+    return checked
 
 
 def memory_bytes(cfg: ModelConfig) -> int:
@@ -195,10 +238,10 @@ def estimate_parameters(cfg: ModelConfig) -> int:
     """
     d, s = cfg.d_model, cfg.n_scales
     total = cfg.vocab_size * d + d  # tied byte embedding, final norm
-    total += sum(cfg.scale_depths) * _layer_params(d, cfg.d_ff)
+    total += (sum(cfg.scale_depths) + cfg.post_fusion_layers) * _layer_params(d, cfg.d_ff)
     for k in cfg.downsample_factors[1:]:
         total += 2 * k * d * d  # learned downsampling (k*d -> d) and upsampling (d -> k*d)
-    pairs = s * (s - 1)
+    pairs = len(cfg.directed_pairs)
     # each directed cross block: q, k, v, o, a SwiGLU FFN, and three norms (query, source, ffn)
     total += cfg.n_cross_attn_layers * pairs * (4 * d * d + 3 * d * cfg.d_ff + 3 * d)
     if s > 1:

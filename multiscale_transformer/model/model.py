@@ -94,13 +94,14 @@ class MultiScaleTransformer(nn.Module):
         self.emb_dropout = nn.Dropout(cfg.dropout)
         self.down = nn.ModuleList(nn.Identity() if k == 1 else Downsample(cfg.d_model, k, cfg.bias) for k in factors)
         self.stacks = nn.ModuleList(nn.ModuleList(Block(cfg) for _ in range(n)) for n in cfg.scale_depths)
-        # Directed (source, target) scale pairs, all of them, in a fixed order.
-        self.pairs = [(s, t) for t in range(cfg.n_scales) for s in range(cfg.n_scales) if s != t]
+        # Directed (source, target) scale pairs with a cross block (ModelConfig.cross_pairs), in a fixed order.
+        self.pairs = cfg.directed_pairs
         self.cross = nn.ModuleList(
             nn.ModuleList(CrossBlock(cfg) for _ in self.pairs) for _ in range(cfg.n_cross_attn_layers)
         )
         self.up = nn.ModuleList(nn.Identity() if k == 1 else Upsample(cfg.d_model, k, cfg.bias) for k in factors)
         self.fusion = nn.Linear(cfg.n_scales * cfg.d_model, cfg.n_scales, bias=cfg.bias) if cfg.n_scales > 1 else None
+        self.post = nn.ModuleList(Block(cfg) for _ in range(cfg.post_fusion_layers))
         self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
         rotation = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
         self.register_buffer("rope_rotation", rotation, persistent=False)
@@ -116,7 +117,7 @@ class MultiScaleTransformer(nn.Module):
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
         # GPT-2 style: shrink the projections that write into the residual stream with depth.
-        depth = max(self.config.scale_depths) + self.config.n_cross_attn_layers
+        depth = max(self.config.scale_depths) + self.config.n_cross_attn_layers + self.config.post_fusion_layers
         for name, p in self.named_parameters():
             if name.endswith(("wo.weight", "w2.weight")):
                 nn.init.normal_(p, 0.0, std / math.sqrt(2 * depth))
@@ -161,19 +162,24 @@ class MultiScaleTransformer(nn.Module):
         position how much the byte it predicts drew on each scale (a single-scale model: all 1)."""
         self._check_input(idx)
         x = self.emb_dropout(self.tok_emb(idx))
-        ups = self._upsampled(x, self._encode(0, x))
+        ups = self.upsampled(self.scale_states(x, self._encode(0, x)), x.shape[1])
         gates = self.gates(ups)
-        return self.head(self._mix(gates, ups)), gates
+        return self.head(self.post_fusion(self._mix(gates, ups))), gates
 
     def _multiscale(self, x: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
-        """Coarser stacks, cross-scale blocks and fusion on top of the fine stack's output: (B, T, d)."""
-        return self.fuse(self._upsampled(x, fine))
+        """Coarser stacks, cross-scale blocks, fusion and post-fusion layers on top of the fine
+        stack's output: (B, T, d), what the head reads."""
+        return self.post_fusion(self.fuse(self.upsampled(self.scale_states(x, fine), x.shape[1])))
 
-    def _upsampled(self, x: torch.Tensor, fine: torch.Tensor) -> list[torch.Tensor]:
-        """Every scale's final states at byte resolution, (B, T, d) each, finest first."""
-        T = x.shape[1]
-        hs = self.scale_states(x, fine)
-        return [up(h, T) if k > 1 else h for up, h, k in zip(self.up, hs, self.config.downsample_factors, strict=True)]
+    def upsampled(self, hs: Sequence[torch.Tensor], n_bytes: int) -> list[torch.Tensor]:
+        """Every scale's token states (`scale_states`) at byte resolution, (B, T, d) each, finest first."""
+        factors = self.config.downsample_factors
+        return [up(h, n_bytes) if k > 1 else h for up, h, k in zip(self.up, hs, factors, strict=True)]
+
+    def post_fusion(self, h: torch.Tensor, caches: PassCaches | None = None) -> torch.Tensor:
+        """The post-fusion layers over the fused byte states (B, T, d); their caches are those of
+        stack index n_scales, so the decoder's prefill keeps them like any scale's."""
+        return self._run(self.post, self.config.n_scales, h, caches)
 
     def scale_states(
         self, x: torch.Tensor, fine: torch.Tensor | None = None, caches: PassCaches | None = None
@@ -222,9 +228,7 @@ class MultiScaleTransformer(nn.Module):
                 continue
             h = x if k == 1 else self.down[s].pool_last(caches.byte_window(rows, k))  # every row forms a byte
             j = [positions[i] // k for i in rows]  # token index = its position in this scale's stack
-            rope, mask = self.row_rope(j), lengths_mask([i + 1 for i in j], x.device)
-            for layer, block in enumerate(self.stacks[s]):
-                h = block(h, rope, cache=caches.self_view(s, layer, rows, j, max(j) + 1), mask=mask, causal=False)
+            h = self._step_stack(self.stacks[s], s, h, rows, j, caches)
             new[s] = (rows, h)
             if s == 0:  # before any coarser scale pools its window, which ends at this byte
                 caches.keep_pooled(self._pooled(x, h))
@@ -256,10 +260,26 @@ class MultiScaleTransformer(nn.Module):
         (slots,) = project(h, self.up[scale].proj)
         return slots.unflatten(-1, (self.config.downsample_factors[scale], -1))
 
-    def byte_logits(self, fine: torch.Tensor, coarse: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Logits (R, V) of one byte per row from its fine state (R, d) and, per coarser scale, the
-        upsampling slot (R, d) its offset reads: the fusion and the head of the forward pass."""
-        return self.head(self.fuse([u[:, None] for u in (fine, *coarse)]))[:, 0]
+    def byte_logits(
+        self, fine: torch.Tensor, coarse: Sequence[torch.Tensor], positions: list[int], caches: StepCaches
+    ) -> torch.Tensor:
+        """Logits (R, V) of one byte per row, at byte `positions`, from its fine state (R, d) and, per
+        coarser scale, the upsampling slot (R, d) its offset reads: the fusion, the post-fusion layers
+        (against stack n_scales's caches) and the head of the forward pass."""
+        h = self.fuse([u[:, None] for u in (fine, *coarse)])
+        h = self._step_stack(self.post, self.config.n_scales, h, list(range(len(positions))), positions, caches)
+        return self.head(h)[:, 0]
+
+    def _step_stack(
+        self, stack: nn.ModuleList, index: int, h: torch.Tensor, rows: list[int], j: list[int], caches: StepCaches
+    ) -> torch.Tensor:
+        """One new token per row in `rows` (R, 1, d), at token index j, through stack `index`'s layers."""
+        if not len(stack):
+            return h
+        rope, mask = self.row_rope(j), lengths_mask([i + 1 for i in j], h.device)
+        for layer, block in enumerate(stack):
+            h = block(h, rope, cache=caches.self_view(index, layer, rows, j, max(j) + 1), mask=mask, causal=False)
+        return h
 
     def row_rope(self, positions: list[int]) -> Rope:
         """Per-row rotations (R, 1, 1, hd/2) that broadcast over heads."""
@@ -269,9 +289,14 @@ class MultiScaleTransformer(nn.Module):
 
     def _encode(self, scale: int, x: torch.Tensor, caches: PassCaches | None = None) -> torch.Tensor:
         """One scale's self-attention stack over its tokens (positions = token index)."""
+        return self._run(self.stacks[scale], scale, x, caches)
+
+    def _run(self, stack: nn.ModuleList, index: int, x: torch.Tensor, caches: PassCaches | None) -> torch.Tensor:
+        if not len(stack):
+            return x
         rope = self.rope(torch.arange(x.shape[1], device=x.device))
-        for layer, block in enumerate(self.stacks[scale]):
-            x = block(x, rope, cache=caches.self_view(scale, layer, x.shape[1]) if caches is not None else None)
+        for layer, block in enumerate(stack):
+            x = block(x, rope, cache=caches.self_view(index, layer, x.shape[1]) if caches is not None else None)
         return x
 
     def fuse(self, ups: Sequence[torch.Tensor]) -> torch.Tensor:
