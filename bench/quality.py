@@ -11,7 +11,7 @@ A configuration is ARCH-OPTIMIZER-SCHEDULE[@key=value,...]: ARCH `ms` (the prese
 equal-parameter single-scale twin, `ModelConfig.flat()`), OPTIMIZER a training/optim.py name,
 SCHEDULE a training/schedule.py kind; options lr=, wd=, seed=, fim=, coarse= (ModelConfig.coarse_input),
 layers= (ModelConfig.layers_per_scale, e.g. 1-2-3), post= (ModelConfig.post_fusion_layers), pairs=
-(ModelConfig.cross_pairs as SOURCE:TARGET/..., e.g. 1:0/2:0), cross= (ModelConfig.n_cross_attn_layers).
+(ModelConfig.cross_pairs as SOURCE:TARGET+..., e.g. 1:0+2:0), cross= (ModelConfig.n_cross_attn_layers).
 
 Side by side, on one thread: every configuration has its own model, optimizer, schedule and batch
 stream, and one process trains them in turn, `--slice` CPU-seconds each. Each is charged only the
@@ -84,7 +84,7 @@ class Spec:
     coarse: str = "embeddings"  # ModelConfig.coarse_input: what the coarser scales pool
     layers: str = ""  # ModelConfig.layers_per_scale as "1-2-3"; empty: the preset's
     post: int = 0  # ModelConfig.post_fusion_layers
-    pairs: str = ""  # ModelConfig.cross_pairs as "1:0/2:0"; empty: every pair
+    pairs: str = ""  # ModelConfig.cross_pairs as "1:0+2:0"; empty: every pair
     cross: int | None = None  # ModelConfig.n_cross_attn_layers; None: the preset's
 
 
@@ -130,7 +130,7 @@ def model_config(preset: str, spec: Spec) -> ModelConfig:
     if spec.layers:
         config = dataclasses.replace(config, layers_per_scale=[int(n) for n in spec.layers.split("-")])
     if spec.pairs:
-        pairs = [[int(i) for i in pair.split(":")] for pair in spec.pairs.split("/")]
+        pairs = [[int(i) for i in pair.split(":")] for pair in spec.pairs.split("+")]
         config = dataclasses.replace(config, cross_pairs=pairs)
     if spec.cross is not None:
         config = dataclasses.replace(config, n_cross_attn_layers=spec.cross)
