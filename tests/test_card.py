@@ -5,6 +5,7 @@ from pathlib import Path
 
 from multiscale_transformer.cli import main
 from multiscale_transformer.evaluation.bpb import evaluate_documents, validation_documents
+from multiscale_transformer.evaluation.card import _pairs
 from multiscale_transformer.model.model import MultiScaleTransformer
 
 from .conftest import make_model
@@ -27,6 +28,7 @@ def test_card_numbers_match_eval_and_audit(tmp_path: Path, capsys) -> None:
     assert f"**{expected.bits_per_byte:.3f}**" in card
     assert "PASS" in card and numbers["audit"]["passed"]
     assert "gzip -9, each file alone" in card
+    assert "| Cross-scale layers | 1 (every pair of scales) |" in card and "| Layers after the fusion | 0 |" in card
     assert "No results.json" in card  # a model without training results says so instead of inventing them
     assert '"audit": "PASS"' in capsys.readouterr().out
 
@@ -35,3 +37,8 @@ def test_card_needs_a_directory(tmp_path: Path, capsys) -> None:
     make_model("tiny").save_pretrained(tmp_path)
     assert main(["card", "--model", str(tmp_path / "model.pt")]) == 2
     assert "needs a model directory" in capsys.readouterr().err
+
+
+def test_card_names_cross_pairs_by_their_scales() -> None:
+    assert _pairs({"cross_pairs": [[1, 0], [2, 0]], "downsample_factors": [1, 2, 4]}) == "2x->1x, 4x->1x"
+    assert _pairs({"cross_pairs": [], "downsample_factors": [1, 2, 4]}) == "none"

@@ -99,7 +99,8 @@ def render_card(m: dict[str, Any]) -> str:
         f"| Attention Heads | {cfg['n_heads']} |",
         f"| d_ff | {cfg['d_ff']} |",
         f"| Layers per Scale | {cfg.get('layers_per_scale') or cfg['n_layers_per_scale']} |",
-        f"| Cross-scale layers | {cfg['n_cross_attn_layers']} |",
+        f"| Cross-scale layers | {cfg['n_cross_attn_layers']} ({_pairs(cfg)}) |",
+        f"| Layers after the fusion | {cfg.get('post_fusion_layers', 0)} |",
         f"| Downsample Factors | {cfg['downsample_factors']} |",
         f"| Coarse scales pool | {COARSE_INPUT_NAMES[cfg.get('coarse_input', 'embeddings')]} |",
         "| License | Apache 2.0 |",
@@ -261,3 +262,11 @@ def _duration(seconds: float | None) -> str:
 
 def _hours(seconds: float | None) -> str:
     return "unknown" if seconds is None else f"{seconds / 3600:.3f}"
+
+
+def _pairs(cfg: dict[str, Any]) -> str:
+    """Which scales attend to which (ModelConfig.cross_pairs), named by their factors: 4x->1x."""
+    pairs, factors = cfg.get("cross_pairs"), cfg["downsample_factors"]
+    if pairs is None:
+        return "every pair of scales"
+    return ", ".join(f"{factors[s]}x->{factors[t]}x" for s, t in pairs) or "none"
