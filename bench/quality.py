@@ -11,8 +11,7 @@ A configuration is ARCH-OPTIMIZER-SCHEDULE[@key=value,...]: ARCH `ms` (the prese
 equal-parameter single-scale twin, `ModelConfig.flat()`), OPTIMIZER a training/optim.py name,
 SCHEDULE a training/schedule.py kind; options lr=, wd=, seed=, fim=, coarse= (ModelConfig.coarse_input),
 layers= (ModelConfig.layers_per_scale, e.g. 1-2-3), post= (ModelConfig.post_fusion_layers), pairs=
-(ModelConfig.cross_pairs as SOURCE:TARGET+..., e.g. 1:0+2:0), cross= (ModelConfig.n_cross_attn_layers),
-fusion= (ModelConfig.fusion).
+(ModelConfig.cross_pairs as SOURCE:TARGET+..., e.g. 1:0+2:0), cross= (ModelConfig.n_cross_attn_layers).
 
 Side by side, on one thread: every configuration has its own model, optimizer, schedule and batch
 stream, and one process trains them in turn, `--slice` CPU-seconds each. Each is charged only the
@@ -87,7 +86,6 @@ class Spec:
     post: int = 0  # ModelConfig.post_fusion_layers
     pairs: str = ""  # ModelConfig.cross_pairs as "1:0+2:0"; empty: every pair
     cross: int | None = None  # ModelConfig.n_cross_attn_layers; None: the preset's
-    fusion: str = "gate"  # ModelConfig.fusion
 
 
 def parse_spec(text: str, seed: int) -> Spec:
@@ -116,7 +114,6 @@ OPTIONS: dict[str, type] = {
     "post": int,
     "pairs": str,
     "cross": int,
-    "fusion": str,
 }
 
 
@@ -137,7 +134,7 @@ def model_config(preset: str, spec: Spec) -> ModelConfig:
         config = dataclasses.replace(config, cross_pairs=pairs)
     if spec.cross is not None:
         config = dataclasses.replace(config, n_cross_attn_layers=spec.cross)
-    config = dataclasses.replace(config, post_fusion_layers=spec.post, fusion=spec.fusion)
+    config = dataclasses.replace(config, post_fusion_layers=spec.post)
     config = ModelConfig.from_dict(config.to_dict())  # validated like a config.json
     return config.flat() if spec.arch == "flat" else config
 
@@ -275,7 +272,6 @@ class Arm:
             "coarse_input": self.spec.coarse,
             "layers_per_scale": self.config.scale_depths,
             "post_fusion_layers": self.config.post_fusion_layers,
-            "fusion": self.config.fusion,
             "cross_pairs": self.config.directed_pairs if self.config.n_cross_attn_layers else [],
             "params": self.model.num_parameters(),
             "budget_min": budget,

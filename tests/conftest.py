@@ -47,14 +47,7 @@ OPTIONS = {
     "layers_per_scale=1,2,3": {**FEATURES, "layers_per_scale": [1, 2, 3]},
     "post_fusion_layers=2": {**FEATURES, "post_fusion_layers": 2},
     "cross_pairs=coarse-to-fine": {**FEATURES, "cross_pairs": [[1, 0], [2, 0]]},
-    "fusion=sum": {**FEATURES, "fusion": "sum"},
-    "hourglass": {
-        **FEATURES,
-        "coarse_input": "fine",
-        "post_fusion_layers": 1,
-        "cross_pairs": [[2, 1], [1, 0]],
-        "fusion": "sum",
-    },
+    "hourglass": {**FEATURES, "coarse_input": "fine", "post_fusion_layers": 1, "cross_pairs": [[2, 1], [1, 0]]},
 }
 
 

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.config import (
@@ -132,21 +131,9 @@ def test_post_fusion_layers_and_cross_pairs_build_what_they_say_and_the_flat_twi
     assert published.post_fusion_layers == 0 and len(published.directed_pairs) == 6
 
 
-def test_sum_fusion_has_no_gate_and_its_inspect_shares_sum_to_one() -> None:
-    config = ModelConfig.from_name("tiny", fusion="sum")
-    model = MultiScaleTransformer(config).eval()
-    assert model.fusion is None and model.num_parameters() == estimate_parameters(config)
-    assert estimate_parameters(ModelConfig.from_name("tiny")) - estimate_parameters(config) == 3 * 64 * 3
-    ids = torch.randint(0, 256, (1, 20))
-    logits, gates = model.forward_with_gates(ids)
-    torch.testing.assert_close(logits, model(ids))
-    torch.testing.assert_close(gates.sum(-1), torch.ones(1, 20))
-
-
 @pytest.mark.parametrize(
     ("field", "bad", "message"),
     [
-        ("fusion", "mean", "fusion must be one of"),
         ("post_fusion_layers", -1, "post_fusion_layers must be an integer >= 0"),
         ("post_fusion_layers", True, "post_fusion_layers must be an integer >= 0"),
         ("cross_pairs", [[0, 0]], "cross_pairs must list distinct"),

@@ -21,8 +21,6 @@ COARSE_INPUT_NAMES = {
     "embeddings": "the byte embeddings (AXL)",
     "fine": "the fine stack's output (Hourglass)",
 }
-# And ModelConfig.fusion.
-FUSION_NAMES = {"gate": "a per-byte softmax gate (AXL)", "sum": "a sum (Hourglass)"}
 
 
 def measure_card(
@@ -102,7 +100,6 @@ def render_card(m: dict[str, Any]) -> str:
         f"| d_ff | {cfg['d_ff']} |",
         f"| Layers per Scale | {cfg.get('layers_per_scale') or cfg['n_layers_per_scale']} |",
         f"| Cross-scale layers | {cfg['n_cross_attn_layers']} ({_pairs(cfg)}) |",
-        f"| Fusion of the scales | {FUSION_NAMES[cfg.get('fusion', 'gate')]} |",
         f"| Layers after the fusion | {cfg.get('post_fusion_layers', 0)} |",
         f"| Downsample Factors | {cfg['downsample_factors']} |",
         f"| Coarse scales pool | {COARSE_INPUT_NAMES[cfg.get('coarse_input', 'embeddings')]} |",

@@ -28,7 +28,6 @@ GENERATION_DEFAULTS: dict[str, Any] = {
     "eos_token_id": EOS_ID,
 }
 COARSE_INPUTS = ("embeddings", "fine")
-FUSIONS = ("gate", "sum")
 
 # Keys that published AXL config.json files carry but that are not hyper-parameters.
 _PUBLISHED_EXTRA_KEYS = {
@@ -71,10 +70,6 @@ class ModelConfig:
     # The directed (source, target) scale pairs that get a cross block in each cross layer, e.g.
     # [[1, 0], [2, 0]]: only the coarse scales informing the bytes; None: every pair (AXL).
     cross_pairs: list[list[int]] | None = None
-    # How the scales' byte-resolution states combine: "gate" (AXL: a per-byte softmax over the
-    # scales, a convex mix) or "sum" (Hourglass: the upsampled coarse states added to the fine ones,
-    # so coarse context never displaces the fine state).
-    fusion: str = "gate"
     # Trained with fill-in-the-middle sentinels (model/vocab.py FIM_IDS): weights, not architecture,
     # but it decides whether a server may infill with this model, so it travels in config.json.
     fim: bool = False
@@ -136,8 +131,6 @@ class ModelConfig:
         self.post_fusion_layers = int(self.post_fusion_layers)
         if self.cross_pairs is not None:
             self.cross_pairs = _check_pairs(self.cross_pairs, len(factors))
-        if self.fusion not in FUSIONS:
-            raise UserError(f"config: fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.coarse_input not in COARSE_INPUTS:
             raise UserError(f"config: coarse_input must be one of {COARSE_INPUTS}, got {self.coarse_input!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
@@ -251,7 +244,7 @@ def estimate_parameters(cfg: ModelConfig) -> int:
     pairs = len(cfg.directed_pairs)
     # each directed cross block: q, k, v, o, a SwiGLU FFN, and three norms (query, source, ffn)
     total += cfg.n_cross_attn_layers * pairs * (4 * d * d + 3 * d * cfg.d_ff + 3 * d)
-    if s > 1 and cfg.fusion == "gate":
+    if s > 1:
         total += s * d * s  # fusion gate: Linear(s*d -> s)
     return total
 

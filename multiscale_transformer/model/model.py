@@ -100,8 +100,7 @@ class MultiScaleTransformer(nn.Module):
             nn.ModuleList(CrossBlock(cfg) for _ in self.pairs) for _ in range(cfg.n_cross_attn_layers)
         )
         self.up = nn.ModuleList(nn.Identity() if k == 1 else Upsample(cfg.d_model, k, cfg.bias) for k in factors)
-        gated = cfg.n_scales > 1 and cfg.fusion == "gate"
-        self.fusion = nn.Linear(cfg.n_scales * cfg.d_model, cfg.n_scales, bias=cfg.bias) if gated else None
+        self.fusion = nn.Linear(cfg.n_scales * cfg.d_model, cfg.n_scales, bias=cfg.bias) if cfg.n_scales > 1 else None
         self.post = nn.ModuleList(Block(cfg) for _ in range(cfg.post_fusion_layers))
         self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
         rotation = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
@@ -165,8 +164,7 @@ class MultiScaleTransformer(nn.Module):
         x = self.emb_dropout(self.tok_emb(idx))
         ups = self.upsampled(self.scale_states(x, self._encode(0, x)), x.shape[1])
         gates = self.gates(ups)
-        fused = self._mix(gates, ups) if self.fusion is not None else self.fuse(ups)
-        return self.head(self.post_fusion(fused)), gates
+        return self.head(self.post_fusion(self._mix(gates, ups))), gates
 
     def _multiscale(self, x: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
         """Coarser stacks, cross-scale blocks, fusion and post-fusion layers on top of the fine
@@ -302,19 +300,13 @@ class MultiScaleTransformer(nn.Module):
         return x
 
     def fuse(self, ups: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The scales' states, all at byte resolution, combined (ModelConfig.fusion): (B, T, d)."""
-        if self.fusion is None:  # "sum", or a single scale
-            return torch.stack(list(ups)).sum(0) if len(ups) > 1 else ups[0]
+        """Per-byte softmax gate over the scales, all at byte resolution: (B, T, d)."""
         return self._mix(self.gates(ups), ups)
 
     def gates(self, ups: Sequence[torch.Tensor]) -> torch.Tensor:
-        """How much each byte's fused state draws on each scale (B, T, n_scales), summing to 1: the
-        softmax gate, or, for "sum", each scale's share of the summed vectors' norms."""
-        if len(ups) == 1:
-            return ups[0].new_ones(*ups[0].shape[:-1], 1)
+        """The fusion's per-byte weights of the scales (B, T, n_scales), summing to 1."""
         if self.fusion is None:
-            norms = torch.stack([u.norm(dim=-1) for u in ups], dim=-1)
-            return norms / norms.sum(-1, keepdim=True).clamp_min(torch.finfo(norms.dtype).tiny)
+            return ups[0].new_ones(*ups[0].shape[:-1], 1)
         return torch.softmax(self.fusion(torch.cat(list(ups), dim=-1)), dim=-1)
 
     @staticmethod
