@@ -81,7 +81,9 @@ def test_outputs_and_model_load(src: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     model = MultiScaleTransformer.from_pretrained(out)
     assert model.config.max_seq_len == 32
-    assert model.config.coarse_input == "fine"  # commands/train.py TRAIN_ARCHITECTURE, the adopted recipe
+    # commands/train.py train_architecture, the adopted layout, at tiny's depth of 1
+    assert model.config.coarse_input == "fine" and model.config.cross_pairs == [[1, 0], [2, 0]]
+    assert model.config.scale_depths == [1, 2, 2] and model.config.post_fusion_layers == 1
     results = json.loads((out / "results.json").read_text())
     tr = results["training_results"]
     assert tr["steps"] == 6 and tr["optimizer"] == "Muon+AdamW" and tr["attention"] == "SDPA"
@@ -95,21 +97,28 @@ def test_outputs_and_model_load(src: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("flags", "preset", "coarse_input"),
+    ("flags", "preset", "expected"),
     [
-        ([], "tiny", "fine"),
-        (["--config", '{"coarse_input": "embeddings"}'], "tiny", "embeddings"),
-        (["--preset", "mini"], "mini", "fine"),
+        ([], "tiny", {"coarse_input": "fine", "cross_pairs": [[1, 0], [2, 0]], "layers_per_scale": [1, 2, 2]}),
+        (["--preset", "mini"], "mini", {"layers_per_scale": [2, 3, 3], "post_fusion_layers": 2}),
+        (["--config", '{"n_layers_per_scale": 3}'], "tiny", {"layers_per_scale": [3, 4, 4], "post_fusion_layers": 3}),
+        (["--config", '{"coarse_input": "embeddings"}'], "tiny", {"coarse_input": "embeddings"}),
+        (
+            ["--preset", "mini", "--config", '{"post_fusion_layers": 0, "cross_pairs": null}'],
+            "mini",
+            {"post_fusion_layers": 0, "cross_pairs": None},
+        ),
+        (["--config", '{"downsample_factors": [1]}'], "tiny", {"post_fusion_layers": 0, "layers_per_scale": None}),
     ],
 )
-def test_new_models_pool_the_fine_stack_unless_the_config_says_otherwise(
-    flags: list[str], preset: str, coarse_input: str
+def test_new_models_get_the_adopted_layout_unless_the_config_says_otherwise(
+    flags: list[str], preset: str, expected: dict
 ) -> None:
     from multiscale_transformer.cli import build_parser
     from multiscale_transformer.commands.train import _config
 
     config = _config(build_parser().parse_args(["train", "--out", "unused", *flags]))
-    assert config.coarse_input == coarse_input
+    assert {key: getattr(config, key) for key in expected} == expected
     assert config.d_model == ModelConfig.from_name(preset).d_model
 
 
