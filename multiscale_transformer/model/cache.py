@@ -74,8 +74,8 @@ class StepCaches(Protocol):
     """Where one incremental step (one new byte per row) reads and writes keys and values.
 
     Rows are named by their index into the step's rows; `pos` is each row's new key's position
-    (scale n_scales names the post-fusion layers, one token per byte)
-    and `length` how many keys the call reads back. `keep_pooled` stores what the coarser scales pool
+    and `length` how many keys the call reads back (self_view's scale n_scales names the layers after
+    the fusion, one token per byte). `keep_pooled` stores what the coarser scales pool
     at the new bytes (ModelConfig.coarse_input); `byte_window` gives, for each of the rows, those
     vectors of the k bytes that end at its new byte (zeros before the start of the row).
     """

@@ -292,6 +292,7 @@ class MultiScaleTransformer(nn.Module):
         return self._run(self.stacks[scale], scale, x, caches)
 
     def _run(self, stack: nn.ModuleList, index: int, x: torch.Tensor, caches: PassCaches | None) -> torch.Tensor:
+        """Self-attention stack `index` (a scale's, or n_scales: the post-fusion layers) over all of x."""
         if not len(stack):
             return x
         rope = self.rope(torch.arange(x.shape[1], device=x.device))
