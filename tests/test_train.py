@@ -77,13 +77,13 @@ def test_sigkill_then_resume_continues_exactly(src: Path, tmp_path: Path) -> Non
 
 def test_outputs_and_model_load(src: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    done = axl_train(src, out, "--max-steps", "6", "--eval-every", "3", "--fine-loss-weight", "0.2")
+    depth = ("--config", '{"n_layers_per_scale": 2}')  # where train_architecture adds the post20 layout
+    done = axl_train(src, out, "--max-steps", "6", "--eval-every", "3", "--fine-loss-weight", "0.2", *depth)
     assert done.returncode == 0, done.stderr
     model = MultiScaleTransformer.from_pretrained(out)
     assert model.config.max_seq_len == 32
-    # commands/train.py train_architecture, the adopted layout, at tiny's depth of 1
     assert model.config.coarse_input == "fine" and model.config.cross_pairs == [[1, 0], [2, 0]]
-    assert model.config.scale_depths == [1, 2, 2] and model.config.post_fusion_layers == 1
+    assert model.config.scale_depths == [2, 3, 3] and len(model.post) == 2
     results = json.loads((out / "results.json").read_text())
     tr = results["training_results"]
     assert tr["steps"] == 6 and tr["optimizer"] == "Muon+AdamW" and tr["attention"] == "SDPA"
@@ -99,8 +99,9 @@ def test_outputs_and_model_load(src: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("flags", "preset", "expected"),
     [
-        ([], "tiny", {"coarse_input": "fine", "cross_pairs": [[1, 0], [2, 0]], "layers_per_scale": [1, 2, 2]}),
-        (["--preset", "mini"], "mini", {"layers_per_scale": [2, 3, 3], "post_fusion_layers": 2}),
+        ([], "tiny", {"coarse_input": "fine", "cross_pairs": None, "post_fusion_layers": 0}),
+        (["--preset", "mini"], "mini", {"cross_pairs": [[1, 0], [2, 0]], "layers_per_scale": [2, 3, 3]}),
+        (["--preset", "mini"], "mini", {"coarse_input": "fine", "post_fusion_layers": 2}),
         (["--config", '{"n_layers_per_scale": 3}'], "tiny", {"layers_per_scale": [3, 4, 4], "post_fusion_layers": 3}),
         (["--config", '{"coarse_input": "embeddings"}'], "tiny", {"coarse_input": "embeddings"}),
         (

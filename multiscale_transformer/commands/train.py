@@ -15,15 +15,19 @@ __all__ = ["add_arguments", "duration", "run", "train_architecture"]  # duration
 
 def train_architecture(fields: dict[str, Any]) -> dict[str, Any]:
     """What a new model gets unless --config says otherwise: the layout that won docs/quality.md's
-    sweeps (post20: ahead of its equal-parameter flat twin by 0.06-0.11 bits/byte at 20 CPU-minutes),
-    for a config of n layers per scale: the coarse scales pool the fine stack's output (Hourglass),
-    only the coarse scales attend into the bytes (cross blocks k->1x), their stacks are one layer
-    deeper than the fine one (a layer there costs 1/k per byte), and n byte-level layers follow the
-    fusion. The presets stay the published architecture, so published checkpoints load unchanged.
-    fields: the preset's fields with the user's overrides, which take precedence over these."""
+    sweeps for its depth n (layers per scale). Every multi-scale model: the coarse scales pool the
+    fine stack's output (Hourglass; coarse20). From n = 2 (post20, `mini`: ahead of its
+    equal-parameter flat twin by 0.06-0.11 bits/byte at 20 CPU-minutes): only the coarse scales
+    attend into the bytes (cross blocks k->1x), their stacks are one layer deeper than the fine one (a
+    layer there costs 1/k per byte), and n byte-level layers follow the fusion. At n = 1 (`tiny`) that
+    layout measured worse (tiny10), so it keeps AXL's. The presets stay the published architecture,
+    so published checkpoints load unchanged. fields: the preset's fields with the user's overrides,
+    which take precedence over these."""
     n, factors = fields["n_layers_per_scale"], fields.get("downsample_factors", [1, 2, 4])
     if not isinstance(n, int) or not isinstance(factors, list) or len(factors) < 2:
         return {}  # a single-scale model (none of this applies), or fields ModelConfig will refuse
+    if n < 2:
+        return {"coarse_input": "fine"}
     scales = len(factors)
     return {
         "coarse_input": "fine",
