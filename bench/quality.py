@@ -126,16 +126,14 @@ def split_configs(text: str) -> list[str]:
 def model_config(preset: str, spec: Spec) -> ModelConfig:
     """The arm's model: the preset with the spec's architecture options, or, for `flat`, the
     equal-parameter twin of that multi-scale model (so `flat-...@layers=2-2-6` matches its `ms` arm)."""
-    config = ModelConfig.from_name(preset, coarse_input=spec.coarse, fim=spec.fim > 0)
+    options: dict[str, Any] = {"coarse_input": spec.coarse, "fim": spec.fim > 0, "post_fusion_layers": spec.post}
     if spec.layers:
-        config = dataclasses.replace(config, layers_per_scale=[int(n) for n in spec.layers.split("-")])
+        options["layers_per_scale"] = [int(n) for n in spec.layers.split("-")]
     if spec.pairs:
-        pairs = [[int(i) for i in pair.split(":")] for pair in spec.pairs.split("+")]
-        config = dataclasses.replace(config, cross_pairs=pairs)
+        options["cross_pairs"] = [[int(i) for i in pair.split(":")] for pair in spec.pairs.split("+")]
     if spec.cross is not None:
-        config = dataclasses.replace(config, n_cross_attn_layers=spec.cross)
-    config = dataclasses.replace(config, post_fusion_layers=spec.post)
-    config = ModelConfig.from_dict(config.to_dict())  # validated like a config.json
+        options["n_cross_attn_layers"] = spec.cross
+    config = ModelConfig.from_name(preset, **options)  # validated like a config.json
     return config.flat() if spec.arch == "flat" else config
 
 
