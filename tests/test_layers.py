@@ -42,3 +42,22 @@ def test_training_and_long_inputs_use_the_layers_themselves() -> None:
     with torch.no_grad():
         project(torch.randn(FEW_ROWS + 1, 32), *layers)
     assert not hasattr(layers[0], "_packed_weights")
+
+
+class Scaled(nn.Linear):
+    """A swapped-in layer that computes something else than its weight says (as a quantized one may)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * super().forward(x)
+
+
+def test_packed_copy_follows_swapped_layers() -> None:
+    layers = linears(False)
+    other, scaled = nn.Linear(32, 16, bias=False), Scaled(32, 16, bias=False)
+    x = torch.randn(1, 32)
+    with torch.inference_mode():
+        project(x, *layers)
+        layers[2] = other  # another layer in the same place: repacked
+        torch.testing.assert_close(project(x, *layers)[2], other(x), rtol=0, atol=1e-6)
+        scaled.weight = other.weight  # the same weight, so only the layer's identity tells them apart
+        assert torch.equal(project(x, *layers[:2], scaled)[2], scaled(x))  # not a plain Linear: run as is

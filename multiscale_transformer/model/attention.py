@@ -29,7 +29,8 @@ class Attention(nn.Module):
         self.dropout = dropout
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2)  # (B, H, T, hd)
+        # view: unflatten's split of the last dimension, without its Python wrapper (see apply_rope)
+        return x.view(*x.shape[:-1], self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
 
     def project_kv(self, src: torch.Tensor, rotation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotated keys and values of `src`, each (B, H, S, hd): what a KV cache stores.

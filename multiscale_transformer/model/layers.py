@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,24 +30,43 @@ FEW_ROWS = 16
 
 def project(x: torch.Tensor, *linears: nn.Linear) -> tuple[torch.Tensor, ...]:
     """x through each of `linears` (all reading x), as one packed multiply for few-row inference."""
-    if torch.is_grad_enabled() or x.shape[:-1].numel() > FEW_ROWS or not all(type(m) is nn.Linear for m in linears):
-        return tuple(m(x) for m in linears)  # training, prefill, or a swapped-in (e.g. quantized) layer
-    weight, bias = _packed(linears)
-    y = x @ weight if bias is None else torch.addmm(bias, x.flatten(0, -2), weight).unflatten(0, x.shape[:-1])
-    return tuple(y.split([m.out_features for m in linears], dim=-1))
+    packed = None if torch.is_grad_enabled() or x.shape[:-1].numel() > FEW_ROWS else _packed(linears)
+    if packed is None:  # training, prefill, or a swapped-in (e.g. quantized) layer
+        return tuple(m(x) for m in linears)
+    if packed.bias is None:
+        y = x @ packed.weight
+    else:
+        y = torch.addmm(packed.bias, x.flatten(0, -2), packed.weight).unflatten(0, x.shape[:-1])
+    return torch.split_with_sizes(y, packed.sizes, -1)
 
 
-def _packed(linears: tuple[nn.Linear, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+class _Packed(NamedTuple):
+    linears: tuple[nn.Linear, ...]
+    key: list[tuple[int, int]]  # each weight's (version, data pointer) when packed
+    weight: torch.Tensor  # (in, sum of outs)
+    bias: torch.Tensor | None
+    sizes: list[int]
+
+
+def _key(linears: tuple[nn.Linear, ...]) -> list[tuple[int, int]]:
+    return [(w._version, w.data_ptr()) for w in (m.weight for m in linears)]
+
+
+def _packed(linears: tuple[nn.Linear, ...]) -> _Packed | None:
     """The (in, sum of outs) copy of the linears' weights, cached on the first one; remade when any
-    weight changes (in-place updates bump `_version`; `.to()` moves data)."""
-    key = tuple((m.weight._version, m.weight.data_ptr()) for m in linears)
-    cached = getattr(linears[0], "_packed_weights", None)
-    if cached is None or cached[0] != key:
-        weight = torch.cat([m.weight.detach() for m in linears]).t().contiguous()
-        bias = None if linears[0].bias is None else torch.cat([m.bias.detach() for m in linears])
-        cached = (key, weight, bias)
-        linears[0]._packed_weights = cached  # plain attribute: not a parameter, not in state_dict
-    return cached[1], cached[2]
+    weight changes (in-place updates bump `_version`; `.to()` moves data). None when one of them is
+    not a plain nn.Linear. Decoding calls this for every layer of every byte, so the check that the
+    copy is current is kept to one comparison of a short list."""
+    cached = linears[0].__dict__.get("_packed_weights")
+    if cached is not None and cached.linears == linears and cached.key == _key(linears):
+        return cached
+    if not all(type(m) is nn.Linear for m in linears):
+        return None
+    weight = torch.cat([m.weight.detach() for m in linears]).t().contiguous()
+    bias = None if linears[0].bias is None else torch.cat([m.bias.detach() for m in linears])
+    cached = _Packed(linears, _key(linears), weight, bias, [m.out_features for m in linears])
+    linears[0].__dict__["_packed_weights"] = cached  # plain attribute: not a parameter, not in state_dict
+    return cached
 
 
 def drop_packed(model: nn.Module) -> None:
@@ -86,5 +107,7 @@ def apply_rope(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     is one complex multiply (measured 57x faster than real-valued cos/sin arithmetic on a training
     batch). x: (B, H, T, hd); rotation: (T, hd/2) or, for per-row positions, (B, 1, T, hd/2).
     """
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())  # (B, H, T, hd/2)
+    # view, not unflatten: the same split of the last dimension without unflatten's Python wrapper,
+    # which decoding would pay for twice per layer and byte.
+    pairs = torch.view_as_complex(x.float().view(*x.shape[:-1], -1, 2).contiguous())  # (B, H, T, hd/2)
     return torch.view_as_real(pairs * rotation).flatten(-2).type_as(x)
