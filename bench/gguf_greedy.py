@@ -14,32 +14,30 @@ from typing import Any
 
 import numpy as np
 
-from multiscale_transformer.export.runtime import load_llama
+from multiscale_transformer.export.runtime import llama_logits, load_llama
 from multiscale_transformer.model.vocab import EOS_ID
 
 PROMPTS = ("def add(a, b):\n    return", "class Stack:\n    def __init__(self", "def fibonacci(n):\n")
 
 
 def complete(llm: Any, prompt: str, max_bytes: int) -> bytes:
-    llm.reset()
-    llm.eval([EOS_ID, *prompt.encode("utf-8")])
-    out = bytearray()
+    ids = [EOS_ID, *prompt.encode("utf-8")]
     for _ in range(max_bytes):
-        nxt = int(np.argmax(np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32)))
+        nxt = int(np.argmax(llama_logits(llm, ids)[-1]))
         if nxt == EOS_ID:
             break
-        out.append(nxt)
-        llm.eval([nxt])
-    return bytes(out)
+        ids.append(nxt)
+    return bytes(ids[len(prompt.encode("utf-8")) + 1 :])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("gguf", type=Path)
-    parser.add_argument("--max-bytes", type=int, default=80, help="prompt + these must fit the context")
+    parser.add_argument("--max-bytes", type=int, default=80, help="at most this many bytes after each prompt")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    llm = load_llama(args.gguf, 256, args.threads)
+    longest = max(len(p.encode("utf-8")) for p in PROMPTS)
+    llm = load_llama(args.gguf, 1 + longest + args.max_bytes, args.threads)  # EOS + prompt + completion
     for prompt in PROMPTS:
         print(repr(prompt), "->", repr(complete(llm, prompt, args.max_bytes).decode("utf-8", "replace")))
 
