@@ -1,8 +1,8 @@
 """Generation speed on this machine: KV-cached vs full recomputation, and optional variants.
 
 Prints, from one run: bytes/s and time to first byte at batch 1 for each preset, cached vs full
-recomputation as a ratio, the effect of int8 dynamic quantization (and torch.compile with
---compile), and, with --gguf, the same model's fine-scale GGUF in llama.cpp at the same threads.
+recomputation as a ratio and, with --gguf, the same model's fine-scale GGUF in llama.cpp at the same
+threads.
 Weights are random (speed does not depend on them). Not a test: these machines are noisy.
 
     python bench/generate.py                      # micro and reasoning, 1 thread as `axl generate`
@@ -13,7 +13,6 @@ Weights are random (speed does not depend on them). Not a test: these machines a
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import time
 
@@ -59,19 +58,6 @@ def best_of(rounds: int, *runs: tuple[MultiScaleTransformer, list[int], int, boo
     return best
 
 
-def compile_blocks(model: MultiScaleTransformer) -> MultiScaleTransformer:
-    """torch.compile what the cached decoder calls per step: each stack block and cross block (compiling
-    the model itself would not touch the decoder, which calls its blocks directly)."""
-    for stack in model.stacks:
-        for block in stack:
-            block.forward = torch.compile(block.forward, dynamic=True)
-    for layer in model.cross:
-        for cross in layer:
-            cross.attend = torch.compile(cross.attend, dynamic=True)
-            cross.source_kv = torch.compile(cross.source_kv, dynamic=True)
-    return model
-
-
 def row(label: str, rate: float, ttfb: float, base: float | None) -> None:
     ratio = f"{rate / base:6.1f}x" if base else "      "
     print(f"  {label:<34} {rate:9.1f} bytes/s   first byte {ttfb * 1000:7.1f} ms   {ratio}")
@@ -85,7 +71,6 @@ def main() -> None:
     parser.add_argument("--full-new", type=int, default=8, help="bytes for the slow full-recompute run")
     parser.add_argument("--threads", type=int, default=1, help="default 1, as axl generate")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best of each is shown")
-    parser.add_argument("--compile", action="store_true", help="also try torch.compile on the cached path")
     parser.add_argument("--gguf", action="store_true", help="also run the fine-scale GGUF in llama.cpp")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -103,21 +88,11 @@ def main() -> None:
         prompt, full_prompt = prompt_for(window, args.new), prompt_for(window, args.full_new)
         print(f"{name} ({model.num_parameters():,} parameters), {window}-byte window, prompt {len(prompt)} bytes")
         measure(model, prompt, 8, cached=True)  # warm-up
-        quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        (full_rate, full_ttfb), (rate, ttfb), (q_rate, q_ttfb) = best_of(
-            args.rounds,
-            (model, full_prompt, args.full_new, False),
-            (model, prompt, args.new, True),
-            (quantized, prompt, args.new, True),
+        (full_rate, full_ttfb), (rate, ttfb) = best_of(
+            args.rounds, (model, full_prompt, args.full_new, False), (model, prompt, args.new, True)
         )
         row("full recomputation", full_rate, full_ttfb, None)
         row("KV-cached", rate, ttfb, full_rate)
-        row("KV-cached + int8 dynamic quant", q_rate, q_ttfb, full_rate)
-        if args.compile:
-            compiled = compile_blocks(copy.deepcopy(model))
-            measure(compiled, prompt, 16, cached=True)  # compiles (tens of seconds), not timed
-            c_rate, c_ttfb = measure(compiled, prompt, args.new, cached=True)
-            row("KV-cached + torch.compile", c_rate, c_ttfb, full_rate)
         if args.gguf:
             from gguf_speed import llama_cpp_rate  # bench/gguf_speed.py, beside this script
 

@@ -18,12 +18,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from multiscale_transformer.generation.decoder import keep_after_overflow
 from multiscale_transformer.model.cache import CacheView, KVCache
-from multiscale_transformer.model.layers import drop_packed
 from multiscale_transformer.model.scales import n_tokens
+from multiscale_transformer.model.step import StepWeights, drop_step_weights, step_weights
 
 if TYPE_CHECKING:
     from multiscale_transformer.model.model import MultiScaleTransformer
@@ -40,7 +41,10 @@ class CachedDecoder(nn.Module):
         self.window = cfg.max_seq_len
         self.keep = keep_after_overflow(cfg.max_seq_len)
         self.factors = cfg.downsample_factors
-        drop_packed(model)  # weights changed through `.data` keep their version: repack for this decoder
+        # Weights changed through `.data` keep their version, and layers may have been swapped in:
+        # this decoder packs the weights as they are now (and refuses, here, layers it cannot pack).
+        drop_step_weights(model)
+        step_weights(model)
         self.setup_caches(batch_size, cfg.max_seq_len)
 
     def setup_caches(self, batch: int, max_len: int) -> None:
@@ -110,8 +114,9 @@ class CachedDecoder(nn.Module):
         x = model.tok_emb(torch.tensor(windows, device=device))  # (R, T, d)
         views = _PrefillViews(self, rows)
         hs = model.scale_states(x, caches=views)
+        w = step_weights(model)
         for s in range(1, len(hs)):
-            self._store_slots(s, rows, hs[s][:, -1])
+            self._store_slots(s, rows, hs[s][:, -1], w)
         for row, ids in zip(row_list, windows, strict=True):
             self.lengths[row] = T
             self.ids[row] = list(ids)
@@ -141,21 +146,22 @@ class CachedDecoder(nn.Module):
         model, device = self.model, self.pooled.device
         t_list = [self.lengths[r] for r in row_list]  # the new bytes' positions
         rows, t = torch.tensor(row_list, device=device), torch.tensor(t_list, device=device)
-        x = model.tok_emb(ids)[:, None]  # (R, 1, d)
+        w = step_weights(model)  # checked once per step: every layer's packed weights
+        x = F.embedding(ids, w.embedding)  # (R, d)
         views = _StepViews(self, row_list, rows, t)
-        new = model.step_states(x, t_list, views)
+        new = model.step_states(x, t_list, views, w)
         for s, (sub, h) in new.items():
             if s > 0:
-                self._store_slots(s, _picker(sub, len(row_list))(rows), h[:, 0])
+                self._store_slots(s, _picker(sub, len(row_list))(rows), h, w)
         for r in row_list:
             self.lengths[r] += 1
         # Byte t's logits read its fine state and slot t % k of each coarser scale's latest token.
         coarse = [self.slots[s][rows, t % self.factors[s]] for s in range(1, len(self.factors))]
-        return model.byte_logits(new[0][1][:, 0], coarse, t_list, views)
+        return model.byte_logits(new[0][1], coarse, t_list, views, w)
 
-    def _store_slots(self, s: int, rows: torch.Tensor, h: torch.Tensor) -> None:
+    def _store_slots(self, s: int, rows: torch.Tensor, h: torch.Tensor, w: StepWeights) -> None:
         """Final state h (R, d) of the new latest token of scale s, upsampled once to its k byte slots."""
-        self.slots[s][rows] = self.model.token_slots(s, h)
+        self.slots[s][rows] = self.model.token_slots(s, h, w)
 
 
 def _picker(sub: list[int], n: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -187,7 +193,7 @@ class _StepViews:
         return _view(self.decoder.cross_caches[layer][pair], [self.row_list[i] for i in rows], pos, length)
 
     def keep_pooled(self, h: torch.Tensor) -> None:
-        self.decoder.pooled[self.rows, self.t] = h[:, 0]
+        self.decoder.pooled[self.rows, self.t] = h
 
     def byte_window(self, rows: list[int], k: int) -> torch.Tensor:
         """The k pooled vectors ending at each row's new byte (zeros before byte 0): (R_s, k, d)."""

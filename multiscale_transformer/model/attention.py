@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multiscale_transformer.model.cache import CacheView
-from multiscale_transformer.model.layers import apply_rope, project
+from multiscale_transformer.model.layers import apply_rope
 
 
 class Attention(nn.Module):
@@ -33,15 +33,9 @@ class Attention(nn.Module):
         return x.view(*x.shape[:-1], self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
 
     def project_kv(self, src: torch.Tensor, rotation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotated keys and values of `src`, each (B, H, S, hd): what a KV cache stores.
-
-        rotation is (S, hd/2) for shared positions or (B, 1, S, hd/2) for per-row positions.
-        """
-        return self._kv_heads(*project(src, self.wk, self.wv), rotation)
-
-    def _kv_heads(self, k: torch.Tensor, v: torch.Tensor, rotation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Projected keys and values (B, S, d) -> rotated keys and values (B, H, S, hd)."""
-        return apply_rope(self.heads(k), rotation), self.heads(v)
+        """Rotated keys and values of `src` (B, S, d), each (B, H, S, hd): what a KV cache stores.
+        rotation: (S, hd/2), the keys' positions."""
+        return apply_rope(self.heads(self.wk(src)), rotation), self.heads(self.wv(src))
 
     def attend(
         self,
@@ -52,18 +46,8 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         causal: bool = False,
     ) -> torch.Tensor:
-        return self._attend_q(self.wq(x), k, v, rotation, mask, causal)
-
-    def _attend_q(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        rotation: torch.Tensor,
-        mask: torch.Tensor | None,
-        causal: bool,
-    ) -> torch.Tensor:
-        q = apply_rope(self.heads(q), rotation)  # (B, H, T, hd)
+        """Queries from x (B, T, d), rotated to their positions, over keys and values (B, H, S, hd)."""
+        q = apply_rope(self.heads(self.wq(x)), rotation)  # (B, H, T, hd)
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -73,7 +57,6 @@ class Attention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
         )
         y = self.wo(y.transpose(1, 2).flatten(-2))  # (B, T, d)
-        # Functional dropout only when it acts: a module call per layer costs decoding ~2% (profiled).
         return F.dropout(y, self.dropout, True) if self.training and self.dropout else y
 
     def forward(
@@ -86,11 +69,7 @@ class Attention(nn.Module):
         causal: bool = False,
         cache: CacheView | None = None,
     ) -> torch.Tensor:
-        if src is x:  # self-attention: one packed q/k/v projection when decoding
-            q, k, v = project(x, self.wq, self.wk, self.wv)
-            k, v = self._kv_heads(k, v, rope_k)
-        else:
-            q, (k, v) = self.wq(x), self.project_kv(src, rope_k)
+        k, v = self.project_kv(src, rope_k)
         if cache is not None:
             k, v = cache.update(k, v)  # (R, H, length, hd): everything this row has seen
-        return self._attend_q(q, k, v, rope_q, mask, causal)
+        return self.attend(x, k, v, rope_q, mask, causal)

@@ -50,10 +50,10 @@ class CacheView:
         return self.read()
 
     def write(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        if self.at is not None:
+        if self.at is not None:  # narrow + copy_: fewer dispatched operators than indexing
             row, pos = self.at
-            self.cache.k[row, :, pos] = k[0, :, 0]
-            self.cache.v[row, :, pos] = v[0, :, 0]
+            self.cache.k.narrow(0, row, 1).narrow(2, pos, 1).copy_(k)
+            self.cache.v.narrow(0, row, 1).narrow(2, pos, 1).copy_(v)
             return
         assert self.rows is not None and self.pos is not None
         index = (self.rows[:, None], slice(None), self.pos)  # selects (R, S, H, hd)

@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from multiscale_transformer.errors import UserError
+from multiscale_transformer.model import step
 from multiscale_transformer.model.attention import Attention
 from multiscale_transformer.model.cache import CacheView, PassCaches, StepCaches
 from multiscale_transformer.model.config import GENERATION_DEFAULTS, ModelConfig, memory_bytes
 from multiscale_transformer.model.io import load_weights, read_pretrained, save_model
-from multiscale_transformer.model.layers import RMSNorm, SwiGLU, project, rope_tables
+from multiscale_transformer.model.layers import RMSNorm, SwiGLU, rope_tables
 from multiscale_transformer.model.scales import Downsample, Upsample, cross_mask, n_tokens, span_ends
 
 if TYPE_CHECKING:
@@ -35,18 +36,11 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.ffn = SwiGLU(cfg.d_model, cfg.d_ff, cfg.bias, cfg.dropout)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: Rope,
-        cache: CacheView | None = None,
-        mask: torch.Tensor | None = None,
-        causal: bool = True,
-    ) -> torch.Tensor:
-        """causal: square causal attention (training, prefill); the decoder passes False and a mask
-        (or None when every cached key is visible)."""
+    def forward(self, x: torch.Tensor, rope: Rope, cache: CacheView | None = None) -> torch.Tensor:
+        """Causal self-attention over all of x (training, the decoder's prefill, which keeps the
+        keys and values in `cache`); decoding steps run step.block_step instead."""
         h = self.attn_norm(x)
-        x = x + self.attn(h, h, rope, rope, mask=mask, causal=causal, cache=cache)
+        x = x + self.attn(h, h, rope, rope, causal=True, cache=cache)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -209,16 +203,18 @@ class MultiScaleTransformer(nn.Module):
         return hs
 
     def step_states(
-        self, x: torch.Tensor, positions: list[int], caches: StepCaches
+        self, x: torch.Tensor, positions: list[int], caches: StepCaches, w: step.StepWeights
     ) -> dict[int, tuple[list[int], torch.Tensor]]:
         """`scale_states` for one new byte per row: the KV-cached decoder's step.
 
-        x: the new bytes' embeddings (R, 1, d), at byte positions `positions` of their rows. The same
+        x: the new bytes' embeddings (R, d), at byte positions `positions` of their rows. The same
         wiring token by token: a row forms a token of scale k when its new byte's position is
         divisible by k (that byte ends the token's span, scales.py); the new tokens run through their
         stacks, then through the cross blocks, where they attend to every cached source token (all
-        of which end no later). Returns {scale: (the rows that formed a token, their states (R_s, 1, d))}.
-        Which rows form tokens, and where, is Python-int bookkeeping; one row takes unmasked attention.
+        of which end no later). Returns {scale: (the rows that formed a token, their states (R_s, d))}.
+        Which rows form tokens, and where, is Python-int bookkeeping; the blocks run as step.py's
+        one-token implementations on w, this model's `step.step_weights`, and one row takes
+        unmasked attention.
         """
         factors = self.config.downsample_factors
         new: dict[int, tuple[list[int], torch.Tensor]] = {}
@@ -226,20 +222,21 @@ class MultiScaleTransformer(nn.Module):
             rows = [i for i, pos in enumerate(positions) if pos % k == 0]
             if not rows:
                 continue
-            h = x if k == 1 else self.down[s].pool_last(caches.byte_window(rows, k))  # every row forms a byte
+            down = w.down[s]
+            h = x if down is None else step.linear(caches.byte_window(rows, k).flatten(1), down)  # pool k bytes
             j = [positions[i] // k for i in rows]  # token index = its position in this scale's stack
-            h = self._step_stack(self.stacks[s], s, h, rows, j, caches)
+            h = self._step_stack(w.stacks[s], s, h, rows, j, caches)
             new[s] = (rows, h)
             if s == 0:  # before any coarser scale pools its window, which ends at this byte
                 caches.keep_pooled(self._pooled(x, h))
-        for li, layer in enumerate(self.cross):
+        for li, layer in enumerate(w.cross):
             snapshot = dict(new)
             for pi, ((s, t), block) in enumerate(zip(self.pairs, layer, strict=True)):
                 k = factors[s]
                 if s in snapshot:  # this step's source tokens join the pair's cache
                     rows_s, src = snapshot[s]
                     j_s = [positions[i] // k for i in rows_s]
-                    keys = block.source_kv(src, self.row_rope([j * k for j in j_s]))  # rope at span ends
+                    keys = step.cross_source(block, src, self.row_rope([j * k for j in j_s]))  # rope at span ends
                     caches.cross_view(li, pi, rows_s, j_s, 0).write(*keys)
                 if t not in new:
                     continue
@@ -247,7 +244,8 @@ class MultiScaleTransformer(nn.Module):
                 count = [positions[i] // k + 1 for i in rows_t]  # source tokens so far, all ending by now
                 view = caches.cross_view(li, pi, rows_t, [c - 1 for c in count], max(count))
                 rope_q = self.row_rope([positions[i] for i in rows_t])
-                new[t] = (rows_t, block.attend(h, *view.read(), rope_q, lengths_mask(count, x.device)))
+                h = step.cross_attend(block, h, *view.read(), rope_q, lengths_mask(count, x.device))
+                new[t] = (rows_t, h)
         return new
 
     def _pooled(self, x: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
@@ -255,37 +253,49 @@ class MultiScaleTransformer(nn.Module):
         cross blocks), by ModelConfig.coarse_input. Both are causal: position t depends on bytes <= t."""
         return fine if self.config.coarse_input == "fine" else x
 
-    def token_slots(self, scale: int, h: torch.Tensor) -> torch.Tensor:
+    def token_slots(self, scale: int, h: torch.Tensor, w: step.StepWeights) -> torch.Tensor:
         """A coarse token's final states h (R, d) upsampled to the k bytes it serves: (R, k, d)."""
-        (slots,) = project(h, self.up[scale].proj)
-        return slots.unflatten(-1, (self.config.downsample_factors[scale], -1))
+        up = w.up[scale]
+        assert up is not None, "the finest scale has no upsampling"
+        return step.linear(h, up).view(h.shape[0], self.config.downsample_factors[scale], -1)
 
     def byte_logits(
-        self, fine: torch.Tensor, coarse: Sequence[torch.Tensor], positions: list[int], caches: StepCaches
+        self,
+        fine: torch.Tensor,
+        coarse: Sequence[torch.Tensor],
+        positions: list[int],
+        caches: StepCaches,
+        w: step.StepWeights,
     ) -> torch.Tensor:
         """Logits (R, V) of one byte per row, at byte `positions`, from its fine state (R, d) and, per
         coarser scale, the upsampling slot (R, d) its offset reads: the fusion, the post-fusion layers
         (against stack n_scales's caches) and the head of the forward pass."""
-        h = self.fuse([u[:, None] for u in (fine, *coarse)])
-        h = self._step_stack(self.post, self.config.n_scales, h, list(range(len(positions))), positions, caches)
-        return self.head(h)[:, 0]
+        h = step.fuse(w, [fine, *coarse])
+        h = self._step_stack(w.stacks[-1], self.config.n_scales, h, list(range(len(positions))), positions, caches)
+        return step.head(w, h)
 
     def _step_stack(
-        self, stack: nn.ModuleList, index: int, h: torch.Tensor, rows: list[int], j: list[int], caches: StepCaches
+        self,
+        stack: list[step.BlockWeights],
+        index: int,
+        h: torch.Tensor,
+        rows: list[int],
+        j: list[int],
+        caches: StepCaches,
     ) -> torch.Tensor:
-        """One new token per row in `rows` (R, 1, d), at token index j, through stack `index`'s layers."""
-        if not len(stack):
+        """One new token per row in `rows` (R, d), at token index j, through stack `index`'s layers."""
+        if not stack:
             return h
         rope, mask = self.row_rope(j), lengths_mask([i + 1 for i in j], h.device)
         for layer, block in enumerate(stack):
-            h = block(h, rope, cache=caches.self_view(index, layer, rows, j, max(j) + 1), mask=mask, causal=False)
+            h = step.block_step(block, h, rope, caches.self_view(index, layer, rows, j, max(j) + 1), mask)
         return h
 
     def row_rope(self, positions: list[int]) -> Rope:
-        """Per-row rotations (R, 1, 1, hd/2) that broadcast over heads."""
+        """Per-row rotations (R, 1, hd/2) that broadcast over heads (step.rotate)."""
         if len(positions) == 1:
-            return self.rope_rotation[positions[0]].view(1, 1, 1, -1)
-        return self.rope_rotation[torch.tensor(positions, device=self.rope_rotation.device)][:, None, None]
+            return self.rope_rotation[positions[0]].view(1, 1, -1)
+        return self.rope_rotation[torch.tensor(positions, device=self.rope_rotation.device)][:, None]
 
     def _encode(self, scale: int, x: torch.Tensor, caches: PassCaches | None = None) -> torch.Tensor:
         """One scale's self-attention stack over its tokens (positions = token index)."""

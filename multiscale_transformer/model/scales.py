@@ -44,10 +44,6 @@ class Downsample(nn.Module):
         shifted = F.pad(x, (0, 0, self.k - 1, 0))[:, : n * self.k]  # (B, n*k, d)
         return self.proj(shifted.reshape(B, n, self.k * d))  # (B, n, d)
 
-    def pool_last(self, window: torch.Tensor) -> torch.Tensor:
-        """One token from the k byte embeddings ending at its span end: (B, k, d) -> (B, 1, d)."""
-        return self.proj(window.flatten(1)).unsqueeze(1)
-
 
 class Upsample(nn.Module):
     """Back to byte resolution: token j gives k vectors (Linear d -> k*d), one per byte it serves.
