@@ -158,8 +158,9 @@ def drop_step_weights(model: nn.Module) -> None:
 
 
 def inv_rms(h: torch.Tensor, eps: float) -> Scale:
-    """1 / sqrt(mean(h^2) + eps) per row of h (R, d): RMSNorm without its gain."""
-    if h.shape[0] == 1:
+    """1 / sqrt(mean(h^2) + eps) per row of h (R, d): RMSNorm without its gain. On a GPU the
+    float would wait for the device at every norm, so there it stays a tensor."""
+    if h.shape[0] == 1 and h.device.type == "cpu":
         flat = h.view(-1)
         return 1.0 / math.sqrt(flat.dot(flat).item() / flat.shape[0] + eps)
     return torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
