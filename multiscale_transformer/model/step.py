@@ -15,7 +15,9 @@ indexing. So a step runs each block as few operators as it can:
 These are second implementations of `Block`, `CrossBlock`, the pooling, upsampling, fusion and
 head for one token per row; the wiring that calls them is `MultiScaleTransformer.step_states`.
 tests/test_cached.py proves the decoder built on them equal to the full forward pass (logits
-within 1e-5) for every architecture option, batched and alone.
+within 1e-5) for every architecture option, batched and alone; tests/test_step.py does so with
+trained-like weights (a fresh model's gains are all 1, which a wrong fold would not show). The
+packed copy costs one more copy of the weights in memory once a model has decoded.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class Dense(NamedTuple):
 
     weight: torch.Tensor  # (in, out)
     offset: torch.Tensor  # (out,): the bias, or zeros (addmm then adds nothing, at no measurable cost)
-    bias: bool
+    has_bias: bool
 
 
 class BlockWeights(NamedTuple):
@@ -96,6 +98,7 @@ def dense(*linears: nn.Module, gain: torch.Tensor | None = None) -> Dense:
 
 def _block(block: nn.Module) -> BlockWeights:
     attn, ffn = block.attn, block.ffn
+    assert block.attn_norm.eps == block.ffn_norm.eps
     return BlockWeights(
         block.attn_norm.eps,
         attn.n_heads,
@@ -179,7 +182,7 @@ def linear(x: torch.Tensor, w: Dense) -> torch.Tensor:
 
 def residual(h: torch.Tensor, x: torch.Tensor, w: Dense) -> torch.Tensor:
     """h + w(x), the addition fused into the multiply."""
-    return torch.addmm(h + w.offset if w.bias else h, x, w.weight)
+    return torch.addmm(h + w.offset if w.has_bias else h, x, w.weight)
 
 
 def rotate(x: torch.Tensor, rotation: torch.Tensor, n: int) -> torch.Tensor:
