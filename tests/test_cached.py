@@ -47,7 +47,11 @@ def test_every_architecture_option(option: str) -> None:
         assert_decoders_agree(model, data[:length], data[length : length + 9], row=1, batch=2)
     many = torch.randint(0, 256, (90,), generator=torch.Generator().manual_seed(7)).tolist()
     assert_decoders_agree(model, many[:50], many[50:90])  # past the context (64): the window slides
-    # Rows at different positions step together: each forms tokens of different scales.
+    assert_rows_at_different_positions_agree(model, data)
+
+
+def assert_rows_at_different_positions_agree(model, data: list[int]) -> None:
+    """Rows at different positions step together: each forms tokens of different scales."""
     prompts = [data[:1], data[:6], data[:11]]
     cached, full = CachedDecoder(model, 3), FullDecoder(model, 3)
     for row, prompt in enumerate(prompts):

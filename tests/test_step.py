@@ -8,12 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from multiscale_transformer.generation.cached import CachedDecoder
-from multiscale_transformer.generation.decoder import FullDecoder
 from multiscale_transformer.model.layers import RMSNorm
 from multiscale_transformer.model.step import drop_step_weights, inv_rms, step_weights
 
 from .conftest import FEATURES, OPTIONS, make_model
-from .test_cached import assert_decoders_agree
+from .test_cached import assert_decoders_agree, assert_rows_at_different_positions_agree
 
 
 def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -39,12 +38,7 @@ def test_trained_like_weights_decode_as_the_full_pass(case: str) -> None:
     for length in (1, 6, 9):  # one row (the unmasked, Python-float path) and one of two rows
         assert_decoders_agree(model, data[:length], data[length : length + 9])
         assert_decoders_agree(model, data[:length], data[length : length + 9], row=1, batch=2)
-    cached, full = CachedDecoder(model, 3), FullDecoder(model, 3)  # rows at different positions
-    for row, length in enumerate((1, 6, 11)):
-        torch.testing.assert_close(cached.prefill_row(row, data[:length]), full.prefill_row(row, data[:length]))
-    for byte in data[20:29]:
-        ids, active = torch.full((3,), byte), torch.ones(3, dtype=torch.bool)
-        torch.testing.assert_close(cached.step(ids, active), full.step(ids, active), rtol=0, atol=1e-5)
+    assert_rows_at_different_positions_agree(model, data)
 
 
 def test_inverse_rms_of_one_row_and_of_several() -> None:
