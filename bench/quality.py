@@ -227,7 +227,7 @@ class Arm:
 
     def _forward_backward(self) -> float:
         T = self.config.max_seq_len
-        rng = batch_rng(self.spec.seed, self.step, 0, 0)
+        rng = batch_rng(self.spec.seed, self.step, 0)
         batch = sample_batch(self.corpus, self.args.batch_size, T, rng, self.spec.fim)
         x, y = _to_device(batch, torch.device("cpu"))
         loss, _, _ = self.loss(x, y)

@@ -93,9 +93,9 @@ def test_prepared_corpus_round_trips_and_is_reused(tmp_path: Path) -> None:
 
 def test_batches_are_a_function_of_seed_and_step(tmp_path: Path) -> None:
     prepared, _ = prepare_corpus([small_corpus(tmp_path)], tmp_path / "cache")
-    a = sample_batch(prepared.train, 4, 32, batch_rng(0, 7, 0, 0))
-    b = sample_batch(prepared.train, 4, 32, batch_rng(0, 7, 0, 0))
-    c = sample_batch(prepared.train, 4, 32, batch_rng(0, 7, 1, 0))
+    a = sample_batch(prepared.train, 4, 32, batch_rng(0, 7, 0))
+    b = sample_batch(prepared.train, 4, 32, batch_rng(0, 7, 0))
+    c = sample_batch(prepared.train, 4, 32, batch_rng(0, 7, 1))
     assert a.shape == (4, 33) and np.array_equal(a, b) and not np.array_equal(a, c)
     assert a.max() <= EOS_ID
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.settings import add_flags, duration, from_flags, positive_int
 
-__all__ = ["add_arguments", "duration", "run", "train_architecture"]  # duration: the --time-budget type, for bench/
+if TYPE_CHECKING:
+    from multiscale_transformer.training.settings import TrainSettings
+
+# duration: the --time-budget type, for bench/
+__all__ = ["add_arguments", "duration", "run", "settings", "train_architecture"]
 
 
 def train_architecture(fields: dict[str, Any]) -> dict[str, Any]:
@@ -87,10 +91,16 @@ def _config(args: argparse.Namespace) -> object:
         raise UserError(f"--config: {exc}") from None
 
 
-def run(args: argparse.Namespace) -> int:
-    from multiscale_transformer.training.trainer import Trainer, TrainSettings
+def settings(args: argparse.Namespace) -> TrainSettings:
+    """The run `axl train` would start for these parsed flags."""
+    from multiscale_transformer.training.settings import TrainSettings
 
-    config = _config(args)
     name = f"AXL-{args.preset or ('custom' if args.init_from else 'tiny')}"
-    Trainer(from_flags(TrainSettings, args, config=config, model_name=name)).run()
+    return from_flags(TrainSettings, args, config=_config(args), model_name=name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from multiscale_transformer.training.trainer import Trainer
+
+    Trainer(settings(args)).run()
     return 0

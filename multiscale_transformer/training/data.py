@@ -347,10 +347,15 @@ def sample_batch(
     return np.stack([apply_fim(corpus.window(int(s), n), fim_rate, rng) for s in starts])
 
 
-def batch_rng(seed: int, step: int, rank: int, micro: int) -> np.random.Generator:
-    """The generator of one micro-batch: a pure function of (seed, step, rank, micro-step), so the data
-    position of a run is just its step counter and a resumed run reads exactly the batches it would have."""
-    return np.random.default_rng([seed, step, rank, micro])
+def batch_rng(seed: int, step: int, micro: int) -> np.random.Generator:
+    """The generator of one micro-batch: a pure function of (seed, step, micro-batch), so the data
+    position of a run is just its step counter and a resumed run reads exactly the batches it would have.
+
+    `micro` numbers the micro-batches of one optimizer step across all processes (rank x grad_accum +
+    micro-step), so 2 processes with --grad-accum 1 read the batches of 1 process with --grad-accum 2
+    and train the same model (tests/test_ddp.py). The 0 keeps the streams of single-process runs
+    started before the micro-batches were numbered that way (they were seeded [seed, step, rank, micro])."""
+    return np.random.default_rng([seed, step, 0, micro])
 
 
 def eval_windows(corpus: Corpus, seq_len: int, max_windows: int) -> np.ndarray:

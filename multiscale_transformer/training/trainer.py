@@ -153,7 +153,7 @@ class Trainer:
             self.corpus, self.skipped = prepare_corpus(s.data, s.cache_dir, s.glob, s.val_fraction)
         T = s.config.max_seq_len
         self.val_windows = eval_windows(self.corpus.val, T, s.eval_windows)
-        sample_batch(self.corpus.train, 1, T, batch_rng(s.seed, 0, 0, 0))  # fails now if the split is too short
+        sample_batch(self.corpus.train, 1, T, batch_rng(s.seed, 0, 0))  # fails now if the split is too short
 
         torch.manual_seed(s.seed)
         self.model = MultiScaleTransformer(s.config)
@@ -173,11 +173,11 @@ class Trainer:
     # ---- one optimizer step ----
 
     def _micro_batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        s, rank = self.s, self.dist.rank
+        s, first = self.s, self.dist.rank * self.s.grad_accum
         T = s.config.max_seq_len
         return [
             _to_device(
-                sample_batch(self.corpus.train, s.batch_size, T, batch_rng(s.seed, step, rank, m), s.fim_rate),
+                sample_batch(self.corpus.train, s.batch_size, T, batch_rng(s.seed, step, first + m), s.fim_rate),
                 self.device,
             )
             for m in range(s.grad_accum)
