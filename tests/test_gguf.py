@@ -73,14 +73,37 @@ def test_f32_file_reads_back_exactly(tmp_path: Path) -> None:
     write_gguf(model, path, "f32", "m")
     reader = gguf.GGUFReader(path)
     cfg = model.config
-    assert _field(reader, "general.architecture") == "llama"
-    assert _field(reader, "llama.block_count") == 2
-    assert _field(reader, "llama.embedding_length") == cfg.d_model
-    assert _field(reader, "llama.feed_forward_length") == cfg.d_ff
-    assert _field(reader, "llama.attention.head_count") == cfg.n_heads
-    assert _field(reader, "llama.context_length") == cfg.max_seq_len
-    assert _field(reader, "tokenizer.ggml.model") == "gpt2"
-    assert _field(reader, "tokenizer.ggml.eos_token_id") == 257
+    # Every key the export writes, each with the value the model needs (a wrong epsilon or RoPE base
+    # loads fine in llama.cpp and only shifts the logits).
+    expected = {
+        "general.architecture": "llama",
+        "general.name": "m",
+        "general.file_type": gguf.LlamaFileType.ALL_F32,
+        "llama.context_length": cfg.max_seq_len,
+        "llama.embedding_length": cfg.d_model,
+        "llama.block_count": 2,
+        "llama.feed_forward_length": cfg.d_ff,
+        "llama.attention.head_count": cfg.n_heads,
+        "llama.attention.head_count_kv": cfg.n_heads,
+        "llama.rope.dimension_count": cfg.head_dim,
+        "llama.vocab_size": 258,
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "default",
+        "tokenizer.ggml.bos_token_id": 256,
+        "tokenizer.ggml.eos_token_id": 257,
+        "tokenizer.ggml.add_bos_token": False,
+        "tokenizer.ggml.add_eos_token": False,
+    }
+    assert {k: _field(reader, k) for k in expected} == expected
+    assert _field(reader, "llama.attention.layer_norm_rms_epsilon") == pytest.approx(cfg.norm_eps, rel=1e-6)
+    assert _field(reader, "llama.rope.freq_base") == pytest.approx(cfg.rope_theta, rel=1e-6)
+    vocab = byte_vocab(258)
+    assert _field(reader, "tokenizer.ggml.tokens") == vocab.tokens
+    assert _field(reader, "tokenizer.ggml.token_type") == vocab.types
+    assert _field(reader, "tokenizer.ggml.merges") == vocab.merges
+    written = set(expected) | {f"tokenizer.ggml.{k}" for k in ("tokens", "token_type", "merges")}
+    written |= {"llama.attention.layer_norm_rms_epsilon", "llama.rope.freq_base"}
+    assert {k for k in reader.fields if not k.startswith("GGUF.")} == written  # nothing unchecked
     assert "output.weight" not in {t.name for t in reader.tensors}  # tied to token_embd
     state = model.state_dict()
     stored = {t.name: np.asarray(t.data) for t in reader.tensors}

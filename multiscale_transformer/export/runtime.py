@@ -48,12 +48,23 @@ def quiet_native_output() -> Iterator[None]:
             os.close(fd)
 
 
-def load_llama(path: Path, n_ctx: int, threads: int = 1) -> Any:
-    """A llama_cpp.Llama for `path` that keeps the logits of every position."""
+def load_llama(path: Path, n_ctx: int, threads: int = 1, f32_cache: bool = False) -> Any:
+    """A llama_cpp.Llama for `path` that keeps the logits of every position.
+
+    llama.cpp keeps its KV cache in F16 by default (what users run, so what the export measures); that
+    alone moves an F32 file's log-probs by ~1.6e-4 from ours. `f32_cache` keeps keys and values in F32,
+    so that llama.cpp computes what our forward computes (4e-7 apart; tests/test_gguf_llama.py)."""
     llama_cpp = import_llama_cpp("running a GGUF file")
+    cache = {"type_k": llama_cpp.GGML_TYPE_F32, "type_v": llama_cpp.GGML_TYPE_F32} if f32_cache else {}
     with quiet_native_output():
         return llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, n_threads=threads, verbose=False
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=n_ctx,
+            logits_all=True,
+            n_threads=threads,
+            verbose=False,
+            **cache,
         )
 
 
