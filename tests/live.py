@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from multiscale_transformer.serving.http import make_server
@@ -51,3 +52,38 @@ def _wait_ready(base: str, timeout_s: float, thread: threading.Thread, need_200:
             pass  # not listening yet
         time.sleep(0.05)
     raise TimeoutError(f"the server at {base} was not ready within {timeout_s} s")
+
+
+# The OpenAI API's error type for each status our server answers with (written here, apart from
+# serving/errors.py, so that a wrong table there fails the tests).
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "server_error",
+}
+
+
+def assert_openai_error(
+    response: httpx.Response, status: int, param: str | None = None, code: str | None = None
+) -> dict[str, object]:
+    """The response is `status` with an OpenAI-shaped body: {"error": {message, type, param, code}}."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and error["message"], error
+    assert error["type"] == OPENAI_TYPES[status], error
+    assert error["param"] is None or isinstance(error["param"], str), error
+    assert error["code"] is None or isinstance(error["code"], str), error
+    if param is not None:
+        assert error["param"] == param, error
+    if code is not None:
+        assert error["code"] == code, error
+    return error

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from multiscale_transformer.evaluation.infilling import evaluate_infilling, make_holes, max_middle
+from multiscale_transformer.evaluation.infilling import Hole, evaluate_infilling, make_holes, max_middle
+from multiscale_transformer.generation import fim
+from multiscale_transformer.generation.fim import Infill
+from multiscale_transformer.generation.generate import TextStream
+from multiscale_transformer.generation.sampling import SamplingParams
+from multiscale_transformer.model.vocab import EOS_ID
 from multiscale_transformer.training.data import Document
 
 from .conftest import make_model
@@ -48,3 +53,32 @@ def test_axl_eval_fim_prints_json(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)["fim"]
     assert out["line"]["holes"] == 2 and out["block"]["prefix_and_suffix_bits_per_byte"] > 0
+
+
+def test_exact_match_counts_the_holes_whose_greedy_answer_is_the_middle() -> None:
+    """Holes built so that the right answers are known: each middle is, or is not, what the model greedily
+    writes there (computed here through the public generation path), so each rate has one right value."""
+    model = make_model("tiny", fim=True)
+    limit = max_middle("line", model.config.max_seq_len) + 1
+    greedy = SamplingParams(0.0, None, None, 1.0)
+
+    def answers(prefix: bytes, suffix: bytes) -> tuple[bytes, bytes]:
+        """(prefix alone, prefix and suffix): the greedy single line."""
+        alone = b"".join(TextStream(model, [EOS_ID, *prefix], limit, greedy, [b"\n"]))
+        ids, max_tokens = fim.plan(model.config, Infill(prefix, suffix), limit)
+        return alone, b"".join(TextStream(model, ids, max_tokens, greedy, [b"\n"]))
+
+    suffix = b"\n\nprint(area(2))\n"
+    first, second = b"def area(r):\n    return r", b"def area(r):\n    x = "
+    holes = [
+        Hole("a.py", "line", first, answers(first, suffix)[0], suffix),  # right for the prefix alone
+        Hole("a.py", "line", second, answers(second, suffix)[1], suffix),  # right with the suffix
+        Hole("a.py", "line", first, answers(first, suffix)[0] + b"z", suffix),  # wrong for both
+    ]
+    assert all(h.middle and b"\n" not in h.middle for h in holes)
+    rates = {
+        mode: sum(h.middle == answers(h.prefix, h.suffix)[i] for h in holes) / len(holes)
+        for i, mode in enumerate(("prefix_only", "prefix_and_suffix"))
+    }
+    assert all(1 / 3 <= rate <= 2 / 3 for rate in rates.values()), rates  # neither none nor all
+    assert evaluate_infilling(model, holes).exact_match == rates

@@ -18,6 +18,7 @@ import pytest
 from multiscale_transformer.cli import main
 
 from .conftest import make_model
+from .live import assert_openai_error
 
 
 def free_port() -> int:
@@ -65,7 +66,7 @@ def test_axl_serve_runs_and_answers(tmp_path: Path) -> None:
             json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
         )
         assert chat.status_code == 200 and chat.json()["usage"]["prompt_tokens"] == len("Q: hi\nA: ")
-        assert httpx.get(f"{base}/v1/models").status_code == 401
+        assert_openai_error(httpx.get(f"{base}/v1/models"), 401)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.serving.app import create_app
 
 from .conftest import make_model
-from .live import live_server
+from .live import assert_openai_error, live_server
 
 LONG = 50_000  # bytes: a generation that would run far longer than any test waits
 NO_EOS = {"logit_bias": {"257": -100}}  # a random model samples EOS every few hundred bytes
@@ -100,7 +100,7 @@ def test_a_full_queue_answers_429(small_url: str) -> None:
         ) as queued:
             assert queued.status_code == 200  # accepted; its first chunk comes when a row frees
             refused = httpx.post(f"{small_url}/v1/completions", json={"prompt": "x", "max_tokens": 1})
-            assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limit_error"
+            assert_openai_error(refused, 429)
             client = openai.OpenAI(base_url=f"{small_url}/v1", api_key="none", max_retries=0)
             with pytest.raises(openai.RateLimitError):
                 client.completions.create(model="m", prompt="x", max_tokens=1)

@@ -12,7 +12,7 @@ import pytest
 from multiscale_transformer.serving.app import create_app
 
 from .conftest import make_model
-from .live import live_server
+from .live import assert_openai_error, live_server
 
 KEY = "k-errors"
 LIMIT = 64 * 1024
@@ -28,16 +28,6 @@ def http(model_dir: Path) -> Iterator[httpx.Client]:
     app = create_app(model_dir, api_key=KEY, max_batch=2, max_tokens_limit=64, max_body_bytes=LIMIT)
     with live_server(app) as url, httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as client:
         yield client
-
-
-def assert_error(response: httpx.Response, status: int, param: str | None = None) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str) and error["message"]
-    if param is not None:
-        assert error["param"] == param
-    return error
 
 
 def assert_alive(http: httpx.Client) -> None:
@@ -79,7 +69,7 @@ BAD_COMPLETIONS: list[tuple[object, str | None]] = [
 
 @pytest.mark.parametrize(("body", "param"), BAD_COMPLETIONS)
 def test_bad_completion_requests_are_400(http: httpx.Client, body: object, param: str | None) -> None:
-    assert_error(http.post("/v1/completions", content=json.dumps(body)), 400, param)
+    assert_openai_error(http.post("/v1/completions", content=json.dumps(body)), 400, param)
 
 
 @pytest.mark.parametrize(
@@ -94,7 +84,7 @@ def test_bad_completion_requests_are_400(http: httpx.Client, body: object, param
     ],
 )
 def test_bad_chat_requests_are_400(http: httpx.Client, body: object) -> None:
-    assert_error(http.post("/v1/chat/completions", content=json.dumps(body)), 400)
+    assert_openai_error(http.post("/v1/chat/completions", content=json.dumps(body)), 400)
 
 
 @pytest.mark.parametrize(
@@ -109,19 +99,19 @@ def test_bad_chat_requests_are_400(http: httpx.Client, body: object) -> None:
     ],
 )
 def test_malformed_bodies_are_400(http: httpx.Client, raw: bytes) -> None:
-    assert_error(http.post("/v1/completions", content=raw), 400)
-    assert_error(http.post("/v1/chat/completions", content=raw), 400)
+    assert_openai_error(http.post("/v1/completions", content=raw), 400)
+    assert_openai_error(http.post("/v1/chat/completions", content=raw), 400)
 
 
 def test_huge_bodies_are_413_with_or_without_a_length(http: httpx.Client) -> None:
     huge = json.dumps({"prompt": "x" * (2 * LIMIT)}).encode()
-    assert_error(http.post("/v1/completions", content=huge), 413)
+    assert_openai_error(http.post("/v1/completions", content=huge), 413)
 
     def chunked() -> Iterator[bytes]:  # no Content-Length: the limit is enforced while reading
         for i in range(0, len(huge), 8192):
             yield huge[i : i + 8192]
 
-    assert_error(http.post("/v1/completions", content=chunked()), 413)
+    assert_openai_error(http.post("/v1/completions", content=chunked()), 413)
     assert_alive(http)
 
 
@@ -139,12 +129,12 @@ def test_unknown_fields_and_nulls_are_accepted(http: httpx.Client) -> None:
 
 def test_auth_not_found_and_method_errors(http: httpx.Client) -> None:
     body = {"prompt": "x", "max_tokens": 1}
-    assert_error(http.post("/v1/completions", json=body, headers={"Authorization": ""}), 401)
-    assert_error(http.post("/v1/completions", json=body, headers={"Authorization": f"Basic {KEY}"}), 401)
-    assert_error(http.post("/v1/completions", json=body, headers={"Authorization": "Bearer k-error"}), 401)
-    assert_error(http.get("/v1/nothing-here"), 404)
-    assert_error(http.get("/v1/models/other-model"), 404, "model")
-    assert_error(http.get("/v1/completions"), 405)
+    assert_openai_error(http.post("/v1/completions", json=body, headers={"Authorization": ""}), 401)
+    assert_openai_error(http.post("/v1/completions", json=body, headers={"Authorization": f"Basic {KEY}"}), 401)
+    assert_openai_error(http.post("/v1/completions", json=body, headers={"Authorization": "Bearer k-error"}), 401)
+    assert_openai_error(http.get("/v1/nothing-here"), 404)
+    assert_openai_error(http.get("/v1/models/other-model"), 404, "model")
+    assert_openai_error(http.get("/v1/completions"), 405)
     assert http.get("/health", headers={"Authorization": ""}).status_code == 200  # health needs no key
 
 
@@ -159,4 +149,4 @@ def test_health_is_503_until_a_model_is_ready(tmp_path: Path) -> None:
     with live_server(create_app(broken), wait_ready=False) as url:
         health = httpx.get(f"{url}/health")
         assert health.status_code == 503 and health.json()["status"] in {"loading", "error"}
-        assert_error(httpx.post(f"{url}/v1/completions", json={"prompt": "x"}), 503)
+        assert_openai_error(httpx.post(f"{url}/v1/completions", json={"prompt": "x"}), 503)

@@ -27,7 +27,7 @@ from multiscale_transformer.serving.app import create_app
 from multiscale_transformer.training.trainer import Trainer, TrainSettings
 
 from .conftest import make_model
-from .live import live_server
+from .live import assert_openai_error, live_server
 from .test_data import small_corpus
 
 PREFIX = "# Path: util.py\ndef add(a, b):\n    "
@@ -156,17 +156,34 @@ def test_llamacpp_infill(http: httpx.Client, model: MultiScaleTransformer) -> No
     assert with_extra == expected(model, "# Path: a.py\nX = 1\n" + PREFIX, SUFFIX, 24, 0.7, 5, ["\n\n"])
 
 
+def llama_cpp_outcome(model: MultiScaleTransformer, prompt: str, body: dict) -> tuple[str, str, str]:
+    """What llama.cpp's /completion must answer (content, stop_type, stopping_word), derived from the same
+    generation without stop words: the stops change where the text ends, never which bytes are sampled."""
+    raw = TextStream(model, list(prompt.encode()), body["n_predict"], params(body["temperature"]), None, body["seed"])
+    text = b"".join(raw)
+    (word,) = body["stop"] or [""]
+    if word and word.encode() in text:
+        return text[: text.index(word.encode())].decode("utf-8", "replace"), "word", word
+    return text.decode("utf-8", "replace"), "eos" if raw.finish_reason == "stop" else "limit", ""
+
+
 def test_llamacpp_completion(http: httpx.Client, model: MultiScaleTransformer) -> None:
     prompt = "def area(r):\n    return"
     body = {"prompt": prompt, "n_predict": 32, "temperature": 0.7, "seed": 9, "stop": ["\n"], "cache_prompt": True}
-    reply = http.post("/completion", json=body).json()
-    stream = TextStream(model, list(prompt.encode()), 32, params(0.7), [b"\n"], 9)
-    assert reply["content"] == b"".join(stream).decode("utf-8", "replace")
-    assert reply["stop_type"] == {"length": "limit"}.get(stream.finish_reason or "", reply["stop_type"])
-    if reply["stop_type"] == "word":
-        assert reply["stopping_word"] == "\n"
+    unstopped = b"".join(TextStream(model, list(prompt.encode()), 32, params(0.7), None, 9))
+    # A stop word the generation is known to reach: two ASCII bytes from its middle.
+    word = next(unstopped[i : i + 2] for i in range(2, len(unstopped) - 1) if unstopped[i : i + 2].isascii()).decode()
+    seen = set()
+    for case in (body, {**body, "stop": [word]}, {**body, "n_predict": 3, "stop": []}):
+        reply = http.post("/completion", json=case).json()
+        content, stop_type, stopping_word = llama_cpp_outcome(model, prompt, case)
+        assert (reply["content"], reply["stop_type"], reply["stopping_word"]) == (content, stop_type, stopping_word)
+        assert reply[f"stopped_{stop_type}"] is True and reply["tokens_predicted"] <= case["n_predict"]
+        seen.add(stop_type)
+    assert {"word", "limit"} <= seen  # the cases reach both ends that a seed can force
     events = sse(http.post("/completion", json={**body, "stream": True}))
-    assert "".join(e["content"] for e in events) == reply["content"] and events[-1]["stop"] is True
+    assert "".join(e["content"] for e in events) == llama_cpp_outcome(model, prompt, body)[0]
+    assert events[-1]["stop"] is True
     marked = {**body, "prompt": f"<fim_prefix>{PREFIX}<fim_suffix>{SUFFIX}<fim_middle>", "stop": ["\n\n"]}
     assert http.post("/completion", json=marked).json()["content"] == expected(
         model, PREFIX, SUFFIX, 32, 0.7, 9, ["\n\n"]
@@ -183,10 +200,8 @@ def test_a_model_not_trained_for_fim_refuses_with_the_cause(tmp_path: Path) -> N
             ("/infill", {"input_prefix": PREFIX, "input_suffix": SUFFIX}),
         ]
         for path, body in requests:
-            out = http.post(path, json=body)
-            assert out.status_code == 400, (path, out.text)
-            error = out.json()["error"]
-            assert error["code"] == "fim_unsupported" and "not trained for fill-in-the-middle" in error["message"]
+            error = assert_openai_error(http.post(path, json=body), 400, code="fim_unsupported")
+            assert "not trained for fill-in-the-middle" in str(error["message"]), path
         # Without a suffix there is nothing to fill: a plain completion, which any model serves.
         assert http.post("/v1/fim/completions", json={"prompt": "x = ", "max_tokens": 4}).status_code == 200
         assert http.post("/completion", json={"prompt": "x = ", "n_predict": 4}).status_code == 200
@@ -253,7 +268,5 @@ def test_axl_generate_suffix_is_the_same_infilling(fim_dir: Path, model: MultiSc
     ],
 )
 def test_bad_editor_requests_are_400(http: httpx.Client, path: str, body: dict) -> None:
-    out = http.post(path, json=body)
-    assert out.status_code == 400, out.text
-    assert out.json()["error"]["message"]
+    assert_openai_error(http.post(path, json=body), 400)
     assert http.get("/health").status_code == 200

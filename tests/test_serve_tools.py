@@ -18,7 +18,7 @@ from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.serving.app import create_app
 from multiscale_transformer.training.data import Document
 from tests.conftest import make_model
-from tests.live import live_server
+from tests.live import assert_openai_error, live_server
 
 SNIPPET = "def área(r):\n    return 3.14159 * r * r  # π r²\n" * 6  # non-ASCII, longer than the context
 
@@ -62,9 +62,7 @@ def test_tokenize_detokenize_round_trip(http: httpx.Client) -> None:
     ],
 )
 def test_bad_requests_are_openai_shaped_400s(http: httpx.Client, path: str, body: dict) -> None:
-    response = http.post(path, json=body)
-    assert response.status_code == 400, response.text
-    assert response.json()["error"]["message"]
+    assert_openai_error(http.post(path, json=body), 400)
     assert http.get("/health").status_code == 200
 
 
@@ -129,7 +127,7 @@ def test_metrics_count_requests_bytes_and_queue(http: httpx.Client) -> None:
 
 def test_metrics_are_off_by_default(model: MultiScaleTransformer) -> None:
     with live_server(create_app(model, name="plain")) as base:
-        assert httpx.get(f"{base}/metrics").status_code == 404
+        assert_openai_error(httpx.get(f"{base}/metrics"), 404)
 
 
 def test_api_key_guards_everything_but_health_and_the_page(model: MultiScaleTransformer) -> None:
@@ -146,8 +144,7 @@ def test_api_key_guards_everything_but_health_and_the_page(model: MultiScaleTran
             ("POST", "/v1/inspect", {"text": "a"}),
             ("GET", "/metrics", None),
         ]:
-            refused = httpx.request(method, f"{base}{path}", json=body)
-            assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key", path
+            assert_openai_error(httpx.request(method, f"{base}{path}", json=body), 401, code="invalid_api_key")
             allowed = httpx.request(method, f"{base}{path}", json=body, headers={"Authorization": "Bearer sesame"})
             assert allowed.status_code == 200, path
 
@@ -161,7 +158,8 @@ def test_cors_is_off_by_default_and_on_for_listed_origins(model: MultiScaleTrans
     }
     with live_server(create_app(model, name="closed")) as base:
         refused = httpx.post(f"{base}/tokenize", json={"prompt": "a"}, headers={"Origin": origin})
-        assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+        assert_openai_error(refused, 403)
+        assert "access-control-allow-origin" not in refused.headers
         assert httpx.options(f"{base}/tokenize", headers=preflight).status_code == 403
     with live_server(create_app(model, name="open", cors_origins=(origin,))) as base:
         ok = httpx.post(f"{base}/tokenize", json={"prompt": "a"}, headers={"Origin": origin})
@@ -169,7 +167,7 @@ def test_cors_is_off_by_default_and_on_for_listed_origins(model: MultiScaleTrans
         answered = httpx.options(f"{base}/tokenize", headers=preflight)
         assert answered.status_code == 200 and answered.headers["access-control-allow-origin"] == origin
         other = httpx.post(f"{base}/tokenize", json={"prompt": "a"}, headers={"Origin": "http://evil.example"})
-        assert other.status_code == 403
+        assert_openai_error(other, 403)
 
 
 def test_the_page_may_only_talk_to_its_server(http: httpx.Client) -> None:
