@@ -18,6 +18,9 @@ FLAGS = [
 ]
 
 
+INSTALL_HINT = "apt-get install -y chromium (or AXL_CHROMIUM=/path/to/chromium; -m 'not browser' leaves them out)"
+
+
 def chromium_binary() -> str | None:
     """$AXL_CHROMIUM, else `chromium` (Debian's package) or `chromium-browser` on the PATH."""
     return os.environ.get("AXL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")

@@ -12,6 +12,15 @@ import torch
 
 from multiscale_transformer.model.config import ModelConfig
 from multiscale_transformer.model.model import MultiScaleTransformer
+from tests.browser import INSTALL_HINT, chromium_binary
+
+
+@pytest.hookimpl(trylast=True)  # after `-m` has deselected what it leaves out
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `browser` drive a real Chromium: without one the run stops here, in one line that
+    says how to install it, instead of skipping them (a skip would pass a run that checked no page)."""
+    if chromium_binary() is None and any(item.get_closest_marker("browser") for item in items):
+        raise pytest.UsageError(f"the playground tests need Chromium, which is not installed: {INSTALL_HINT}")
 
 
 @pytest.fixture(autouse=True)
