@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -62,6 +63,15 @@ def test_torchrun_two_cpu_processes_train_the_one_process_model(tmp_path: Path) 
     for name in reference:
         torch.testing.assert_close(ranks[1][name], ranks[0][name], rtol=0, atol=TOLERANCE, msg=f"rank 1: {name}")
         torch.testing.assert_close(ranks[0][name], reference[name], rtol=0, atol=TOLERANCE, msg=f"ddp: {name}")
+
+    # The logged gradient norm is taken after DDP's all-reduce: a sum over ranks instead of the mean
+    # would double it, which Muon and AdamW (scale-invariant updates) would hide from the weights.
+    logged = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (out, single)]
+    steps = [[r for r in rows if "grad_norm" in r] for rows in logged]
+    assert [r["step"] for r in steps[0]] == [r["step"] for r in steps[1]] == list(range(1, STEPS + 1))
+    for ddp_row, one_row in zip(*steps, strict=True):
+        assert ddp_row["grad_norm"] == pytest.approx(one_row["grad_norm"], rel=1e-4)
+        assert ddp_row["loss"] == pytest.approx(one_row["loss"], rel=1e-5)
 
     results = json.loads((out / "results.json").read_text())
     assert results["hardware"]["processes"] == 2 and results["hardware"]["threads_per_process"] == 1
