@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import urllib.error
@@ -13,15 +12,13 @@ from contextlib import contextmanager
 import httpx
 from fastapi import FastAPI
 
-from multiscale_transformer.serving.http import make_server
+from multiscale_transformer.serving.http import bind_socket, make_server
 
 
 @contextmanager
 def live_server(app: FastAPI, ready_timeout_s: float = 60.0, wait_ready: bool = True) -> Iterator[str]:
     """Serve `app` until the block ends; yields the base URL once /health answers (200 if wait_ready)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = bind_socket("127.0.0.1", 0)  # as `axl serve` binds
     port = sock.getsockname()[1]
     server = make_server(app, app.state.settings)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="axl-uvicorn", daemon=True)

@@ -125,6 +125,25 @@ def test_metrics_count_requests_bytes_and_queue(http: httpx.Client) -> None:
     assert float(generated.split()[-1]) >= 1
 
 
+def test_metrics_stay_the_same_size_whatever_methods_callers_make_up(model: MultiScaleTransformer) -> None:
+    with live_server(create_app(model, name="keyed", api_key="sesame", metrics=True)) as base:
+        headers = {"Authorization": "Bearer sesame"}
+
+        def series_after_made_up_methods(count: int, key: str) -> list[str]:
+            """The names and labels of every series /metrics holds after `count` requests with made-up methods."""
+            for i in range(count):
+                with httpx.Client() as client:  # a fresh connection: the server may close one after a 405
+                    client.request(f"X{i}{'Y' * 2000}", f"{base}/v1/completions", headers={"Authorization": key})
+            text = httpx.get(f"{base}/metrics", headers=headers).text
+            return [line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")]
+
+        series_after_made_up_methods(2, "")
+        before = series_after_made_up_methods(2, "Bearer sesame")  # every series this test makes exists now
+        assert series_after_made_up_methods(30, "") == before  # without the key
+        assert series_after_made_up_methods(30, "Bearer sesame") == before  # with it
+        assert any('method="other"' in s for s in before) and not any("XY" in s for s in before)
+
+
 def test_metrics_are_off_by_default(model: MultiScaleTransformer) -> None:
     with live_server(create_app(model, name="plain")) as base:
         assert_openai_error(httpx.get(f"{base}/metrics"), 404)
