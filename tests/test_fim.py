@@ -63,6 +63,38 @@ def test_windows_keep_their_length_and_documents_their_eos() -> None:
     assert seen_psm and seen_spm
 
 
+LONG = b"".join(f"def f{i}(x):\n    y = x + {i}\n    return y\n\n".encode() for i in range(40))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_window_cut_from_inside_a_file_ends_its_middle_with_eos(seed: int) -> None:
+    """Most windows hold no EOS at all: the transformed piece still ends with one, right after its middle."""
+    window = np.frombuffer(LONG[100:357], dtype=np.uint8).astype(np.int64)  # 257 ids, no document boundary
+    out = apply_fim(window, 1.0, np.random.default_rng(seed))
+    assert out.shape == window.shape
+    assert out[-1] == EOS_ID and (out == EOS_ID).sum() == 1
+    prefix, middle, suffix = undo(out[:-1].tolist())
+    assert LONG[100:357].startswith(prefix + middle + suffix)  # the piece's first bytes, none invented
+    assert len(prefix + middle + suffix) == len(window) - 4  # room for <PRE> <SUF> <MID> and the EOS
+
+
+def test_half_of_the_middles_are_whole_lines_from_their_indentation() -> None:
+    piece = np.frombuffer(LONG[:600], dtype=np.uint8).astype(np.int64)
+    psm = lines = single = 0
+    for seed in range(600):
+        out = fim_piece(piece, np.random.default_rng(seed)).tolist()
+        if out[1] == FIM_SUFFIX_ID:
+            continue  # SPM does not mark where the prefix ends
+        psm += 1
+        prefix, middle, suffix = undo(out)
+        at_line_start = prefix.rstrip(b" ").endswith(b"\n") or not prefix.strip(b" ")
+        if middle and at_line_start and suffix.startswith(b"\n") and not middle.startswith((b" ", b"\n")):
+            lines += 1
+            single += b"\n" not in middle
+    assert 0.45 < lines / psm < 0.65  # LINE_SHARE, plus the random spans that happen to be lines
+    assert 0.4 < single / lines < 0.65  # half of the line middles are one line
+
+
 def test_rate_is_the_share_of_documents_transformed() -> None:
     window = np.array([*([*b"x = 1\n", EOS_ID] * 400)], dtype=np.int64)
     out = apply_fim(window, 0.5, np.random.default_rng(0))

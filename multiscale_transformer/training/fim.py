@@ -1,11 +1,18 @@
-"""Fill-in-the-middle training data (Bavarian et al. 2022): move a random middle span to the end.
+"""Fill-in-the-middle training data (Bavarian et al. 2022): move a middle span to the end.
 
 Applied per document inside each training window ("context-level" FIM in the paper): the window
 is split at EOS, each piece is transformed with probability `rate`, and the result is cut back to
 the window's length. PSM order is `<PRE> prefix <SUF> suffix <MID> middle`; SPM order (the
-paper's variant, sharing PSM's sentinels) is `<PRE> <SUF> suffix <MID> prefix middle`. A piece
-that ended with an EOS keeps it after its middle, so the model learns to end an infilling with EOS.
-Split points fall on UTF-8 character boundaries, so prefix, middle and suffix are each valid text.
+paper's variant, sharing PSM's sentinels) is `<PRE> <SUF> suffix <MID> prefix middle`.
+
+Every transformed piece ends with an EOS right after its middle, so the model learns where an
+infilling ends. A piece cut by the window's end (most pieces of a window taken from inside a long
+file) is transformed from its first bytes, leaving room for its sentinels and that EOS; before,
+its middle ran to the window's end, and the model learned that an infilling never ends (issue 29:
+32 of 32 editor infills ran to their cap). Half of the middles are whole lines (1 line in half of
+those, else 2-5), starting after the indentation as an editor's cursor does, the other half random
+spans; split points fall on UTF-8 character boundaries, so prefix, middle and suffix are each valid
+text.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import numpy as np
 from multiscale_transformer.model.vocab import EOS_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID
 
 SPM_SHARE = 0.5  # share of transformed pieces in SPM order (the paper trains both jointly)
+LINE_SHARE = 0.5  # share of middles that are whole lines (the holes editors ask for)
+SENTINELS = 3  # <PRE>, <SUF>, <MID>: what a transformed piece adds, before its EOS
 
 
 def char_starts(piece: np.ndarray) -> np.ndarray:
@@ -24,9 +33,31 @@ def char_starts(piece: np.ndarray) -> np.ndarray:
     return np.append(inner, len(piece))
 
 
+def line_span(piece: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | None:
+    """(lo, hi) of 1-5 whole lines of the piece, from the first one's indentation to before the last
+    one's newline, the first one not blank; None when the piece has no such line."""
+    newlines = np.flatnonzero(piece == ord("\n"))
+    if len(newlines) == 0:
+        return None
+    starts = np.concatenate([[0], newlines[:-1] + 1]).astype(np.int64)  # lines ending inside the piece
+    blank = (piece == ord(" ")) | (piece == ord("\t"))
+    text = [i for i, (a, b) in enumerate(zip(starts, newlines, strict=True)) if not blank[a:b].all()]
+    if not text:
+        return None
+    first = text[int(rng.integers(len(text)))]
+    count = 1 if rng.random() < 0.5 else int(rng.integers(2, 6))
+    last = min(first + count, len(starts)) - 1
+    lo, hi = int(starts[first]), int(newlines[last])
+    while blank[lo]:
+        lo += 1
+    return lo, hi
+
+
 def fim_piece(piece: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One document piece (bytes only, no EOS) in PSM or SPM order, two split points at random."""
-    lo, hi = np.sort(rng.choice(char_starts(piece), size=2, replace=True))
+    """One document piece (bytes only, no EOS) in PSM or SPM order: a middle of whole lines or between
+    two random character boundaries; SENTINELS ids longer than the piece, without the EOS."""
+    span = line_span(piece, rng) if rng.random() < LINE_SHARE else None
+    lo, hi = span if span is not None else np.sort(rng.choice(char_starts(piece), size=2, replace=True))
     prefix, middle, suffix = piece[:lo], piece[lo:hi], piece[hi:]
     if rng.random() < SPM_SHARE:
         parts = ([FIM_PREFIX_ID, FIM_SUFFIX_ID], suffix, [FIM_MIDDLE_ID], prefix, middle)
@@ -36,18 +67,29 @@ def fim_piece(piece: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def apply_fim(window: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """The window (n,) with each of its documents FIM-transformed with probability `rate`; still (n,)."""
+    """The window (n,) with each of its documents FIM-transformed with probability `rate`; still (n,).
+
+    A transformed piece is followed by EOS (the end of its middle, and of its document when the piece
+    was whole); a piece the window cuts is transformed from as many of its first bytes as leave room
+    for its sentinels and that EOS, and the window ends there."""
     if rate <= 0:
         return window
+    n = len(window)
     eos = np.flatnonzero(window == EOS_ID)
     bounds = [0, *(eos + 1).tolist()]
-    ends = [*eos.tolist(), len(window)]
+    ends = [*eos.tolist(), n]
     out: list[np.ndarray] = []
+    used = 0
     for start, end in zip(bounds, ends, strict=True):
         piece = window[start:end]
-        if len(piece) and rng.random() < rate:
-            piece = fim_piece(piece, rng)
-        out.append(piece)
-        if end < len(window):
-            out.append(np.array([EOS_ID], dtype=np.int64))
-    return np.concatenate(out)[: len(window)]
+        take = min(len(piece), n - used - SENTINELS - 1)  # the bytes a transformed piece can keep
+        if take > 0 and rng.random() < rate:
+            # (a whole piece keeps all its bytes when the window has room: take == len(piece))
+            part = np.append(fim_piece(piece[:take], rng), EOS_ID)
+        else:
+            part = piece if end == n else np.append(piece, EOS_ID)
+        out.append(part)
+        used += len(part)
+        if used >= n:
+            break
+    return np.concatenate(out)[:n]
