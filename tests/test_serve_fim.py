@@ -156,6 +156,37 @@ def test_llamacpp_infill(http: httpx.Client, model: MultiScaleTransformer) -> No
     assert with_extra == expected(model, "# Path: a.py\nX = 1\n" + PREFIX, SUFFIX, 24, 0.7, 5, ["\n\n"])
 
 
+def test_llama_vim_and_vscode_fields(http: httpx.Client, model: MultiScaleTransformer) -> None:
+    """n_indent, t_max_predict_ms, response_fields, and truncated / tokens_evaluated true to what was read."""
+    body = {"input_prefix": PREFIX, "input_suffix": SUFFIX, "prompt": "", "n_predict": 48, "temperature": 0.9,
+            "seed": 2, "samplers": ["top_k", "top_p", "infill"], "cache_prompt": True,
+            "t_max_prompt_ms": 500}  # fmt: skip
+    free = http.post("/infill", json=body).json()["content"]
+    indented = http.post("/infill", json={**body, "n_indent": 4}).json()
+    # The same bytes, cut before the first line (after the cursor's) whose text is indented less than 4.
+    assert free.startswith(indented["content"])
+    if indented["content"] != free:
+        rest = free[len(indented["content"]) :]
+        line = rest[1:].split("\n")[0]
+        assert rest.startswith("\n") and line.strip() and len(line) - len(line.lstrip(" \t")) < 4
+        assert indented["stop_type"] == "limit"
+    lines = indented["content"].split("\n")[1:]
+    assert all(not line.strip() or len(line) - len(line.lstrip(" \t")) >= 4 for line in lines)
+    timed = http.post("/infill", json={**body, "t_max_predict_ms": 1}).json()
+    assert "\n" not in timed["content"]  # the first newline comes after 1 ms of generating: the end
+    assert timed["generation_settings"]["t_max_predict_ms"] == 1
+
+    big = {**body, "input_extra": [{"filename": "big.py", "text": "x = 1\n" * 4000}], "input_prefix": "y" * 2200}
+    fields = ["content", "truncated", "tokens_evaluated", "timings/prompt_n", "generation_settings/n_indent", "no/such"]
+    reply = http.post("/infill", json={**big, "n_indent": 4, "response_fields": fields}).json()
+    assert set(reply) == set(fields) - {"no/such"}  # flat keys named by their paths, as llama.cpp writes them
+    assert reply["truncated"] is True and reply["generation_settings/n_indent"] == 4
+    assert reply["tokens_evaluated"] == reply["timings/prompt_n"] <= model.config.max_seq_len
+    assert http.post("/infill", json=body).json()["truncated"] is False
+    many = http.post("/completion", json={"prompt": [97] * 100_000, "n_predict": 1}).json()
+    assert (many["tokens_evaluated"], many["truncated"]) == (model.config.max_seq_len, True)
+
+
 def llama_cpp_outcome(model: MultiScaleTransformer, prompt: str, body: dict) -> tuple[str, str, str]:
     """What llama.cpp's /completion must answer (content, stop_type, stopping_word), derived from the same
     generation without stop words: the stops change where the text ends, never which bytes are sampled."""

@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         infill = fim.Infill(fim.encode(args.prompt), fim.encode(args.suffix))
         prompt_ids, max_new_tokens = fim.plan(model.config, infill, max_new_tokens)
     stops = [s.encode("utf-8", "surrogateescape") for s in args.stop]
+    if args.suffix:
+        stops += fim.editor_stops(infill)
     completion = TextStream(
         model,
         prompt_ids,

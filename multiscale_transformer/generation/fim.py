@@ -116,6 +116,27 @@ def plan(config: ModelConfig, infill: Infill, max_tokens: int) -> tuple[list[int
     return ids, min(max_tokens, window - len(ids))
 
 
+def truncated(infill: Infill, ids: list[int]) -> bool:
+    """Whether `infill_prompt` had to cut the prefix or the suffix to fit (ids: its prompt)."""
+    kept = len(ids) - SENTINEL_BYTES - len(infill.start)
+    return kept < len(infill.prefix) + len(infill.suffix)
+
+
+def editor_stops(infill: Infill) -> tuple[bytes, ...]:
+    """Where an infilling ends besides EOS, as editor servers end one (stop sequences for CompletionOptions).
+
+    Single-line mode: when the cursor's line has text after the cursor, the middle is the rest of one
+    line, so it ends at the newline. And the suffix's first line with text, after a newline: a model
+    that writes the code that already follows the cursor has finished the middle (the suffix line
+    needs 3 bytes of text, so that a lone `)` or `]` does not end every completion that closes one).
+    """
+    first, _, rest = infill.suffix.partition(b"\n")
+    if first.strip():
+        return (b"\n",)
+    line = next((line for line in rest.split(b"\n") if line.strip()), b"")
+    return (b"\n" + line.rstrip(),) if len(line.strip()) >= 3 else ()
+
+
 def infill(
     model: MultiScaleTransformer,
     prefix: str,
@@ -126,8 +147,9 @@ def infill(
     seed: int | None = None,
 ) -> str:
     """The model's middle between `prefix` and `suffix` (what the server's FIM endpoints return)."""
-    ids, max_tokens = plan(model.config, Infill(encode(prefix), encode(suffix)), max_new_tokens)
-    out = b"".join(TextStream(model, ids, max_tokens, params, stop, seed))
+    wanted = Infill(encode(prefix), encode(suffix))
+    ids, max_tokens = plan(model.config, wanted, max_new_tokens)
+    out = b"".join(TextStream(model, ids, max_tokens, params, [*(stop or []), *editor_stops(wanted)], seed))
     return out.decode("utf-8", "replace")
 
 

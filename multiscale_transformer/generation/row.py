@@ -9,6 +9,7 @@ machine, so a seed gives the same bytes in both, and every sampling option exist
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,8 @@ import torch
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.generation.sampling import SamplingParams, adjust_logits, sample_next
 from multiscale_transformer.model.vocab import EOS_ID, NEVER_SAMPLED, VOCAB_SIZE
+
+NEWLINE = ord("\n")
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,18 @@ class CompletionOptions:
     presence_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
     stop_at_eos: bool = True  # False: a sampled EOS is context like any byte and generation goes on
+    # llama.cpp's n_indent: a line after the first that starts less indented than this ends the
+    # completion before that line (an editor's block ends where the code dedents); 0 = off.
+    min_indent: int = 0
+    # llama.cpp's t_max_predict_ms, in seconds: once generating took longer, the completion ends at
+    # the next newline (the suggestion stays whole lines); None = no budget.
+    max_predict_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 0:
             raise UserError(f"max_tokens must be >= 0, got {self.max_tokens}")
+        if self.min_indent < 0:
+            raise UserError(f"n_indent must be >= 0, got {self.min_indent}")
         for name in ("frequency_penalty", "presence_penalty"):
             if not -2 <= getattr(self, name) <= 2:
                 raise UserError(f"{name} must be in [-2, 2], got {getattr(self, name)}")
@@ -48,7 +59,7 @@ class Accepted:
     """What one accepted byte released: text that is now final, and the finish reason once done."""
 
     text: bytes
-    finish_reason: str | None  # None while generating; "stop" (EOS or a stop sequence) or "length"
+    finish_reason: str | None  # None while generating; "stop" (EOS, a stop sequence, a dedent) or "length"
 
 
 class RowState:
@@ -72,6 +83,10 @@ class RowState:
         self.n_generated = 0
         self.finish_reason: str | None = None
         self.stop_hit: bytes | None = None  # the stop sequence that ended the completion, if one did
+        # What ended it: "eos", "word" (a stop sequence), "indent" (min_indent), "time" (max_predict_s),
+        # "length" (max_tokens), or what `end` was given.
+        self.stopped_by: str | None = None
+        self.started: float | None = None  # when the first byte was accepted (max_predict_s counts from it)
 
     def sample(self, logits: torch.Tensor) -> int:
         """The next byte id from the model's logits (V,) for it."""
@@ -83,28 +98,36 @@ class RowState:
 
     def accept(self, token: int) -> Accepted:
         """Account for one sampled byte; bytes that could begin a stop sequence wait until they cannot."""
+        o = self.options
+        if self.started is None:
+            self.started = time.perf_counter()
         self.n_generated += 1
         self.history = torch.cat([self.history, torch.tensor([token])])
         self.counts[token] += 1
         if token == EOS_ID:
-            if self.options.stop_at_eos:
-                return self._finish(len(self.out), "stop")
+            if o.stop_at_eos:
+                return self._finish(len(self.out), "stop", "eos")
         else:
             self.out.append(token)
         cut = find_stop(self.out, self.stop, self.emitted)
         if cut is not None:
             self.stop_hit = next(s for s in self.stop if self.out.startswith(s, cut))
-            return self._finish(cut, "stop")
-        if self.n_generated >= self.options.max_tokens:
-            return self._finish(len(self.out), "length")
-        return Accepted(self._release(len(self.out) - held_back(self.out, self.stop)), None)
+            return self._finish(cut, "stop", "word")
+        if o.min_indent and (cut := dedent(self.out, o.min_indent)) is not None:
+            return self._finish(cut, "stop", "indent")
+        if token == NEWLINE and o.max_predict_s is not None and time.perf_counter() - self.started > o.max_predict_s:
+            return self._finish(len(self.out) - 1, "length", "time")
+        if self.n_generated >= o.max_tokens:
+            return self._finish(len(self.out), "length", "length")
+        held = max(held_back(self.out, self.stop), open_line(self.out) if o.min_indent else 0)
+        return Accepted(self._release(len(self.out) - held), None)
 
     def end(self, reason: str) -> Accepted:
         """Finish now, for a reason the caller decides (e.g. a probe's end of function): the rest is released."""
-        return self._finish(len(self.out), reason)
+        return self._finish(len(self.out), reason, reason)
 
-    def _finish(self, end: int, reason: str) -> Accepted:
-        self.finish_reason = reason
+    def _finish(self, end: int, reason: str, stopped_by: str) -> Accepted:
+        self.finish_reason, self.stopped_by = reason, stopped_by
         return Accepted(self._release(end), reason)
 
     def _release(self, end: int) -> bytes:
@@ -132,3 +155,21 @@ def held_back(out: bytearray, stops: list[bytes]) -> int:
                 best = n
                 break
     return best
+
+
+def dedent(out: bytearray, min_indent: int) -> int | None:
+    """Where a completion ends under llama.cpp's n_indent: the start of its last line (the newline before
+    it) when that line, not the first, has text indented less than min_indent; else None."""
+    start = out.rfind(b"\n") + 1
+    if start == 0:
+        return None  # still the cursor's own line
+    line = out[start:]
+    text = line.lstrip(b" \t")
+    return start - 1 if text and len(line) - len(text) < min_indent else None
+
+
+def open_line(out: bytearray) -> int:
+    """Bytes held back under n_indent: a newline and the indentation after it, until the line's text
+    shows whether it is indented enough to keep."""
+    start = out.rfind(b"\n")
+    return len(out) - start if start >= 0 and not out[start + 1 :].strip(b" \t") else 0

@@ -68,6 +68,7 @@ class Finished:
     # token like any other, so logprobs count one per byte of prompt and completion plus this one.
     eos: ByteLogprob | None = None
     stop_word: bytes | None = None  # the stop sequence that ended it (llama.cpp reports which)
+    stopped_by: str | None = None  # RowState.stopped_by: eos, word, indent, time, length
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,8 @@ class Engine:
 
     def _finish(self, job: Job, reason: str, eos: ByteLogprob | None = None) -> None:
         state = job.state
-        job.sink(Finished(job.index, reason, state.n_generated if state else 0, eos, state.stop_hit if state else None))
+        n, word, by = (state.n_generated, state.stop_hit, state.stopped_by) if state else (0, None, reason)
+        job.sink(Finished(job.index, reason, n, eos, word, by))
         self._done(job)
 
     def _fail(self, job: Job, message: str) -> None:

@@ -60,14 +60,17 @@ def markers_of(prompt: str, param: str = "prompt") -> Infill | None:
 
 
 def plan_infill(request: Request, infill: Infill, sampling: Sampling, param: str) -> tuple[list[int], Sampling]:
-    """The prompt ids of an infilling and its sampling with max_tokens cut to the context."""
+    """The prompt ids of an infilling and its sampling: max_tokens cut to the context, and the stops with
+    which editor servers end an infilling (generation/fim.py `editor_stops`)."""
     config = request.app.state.model_config
     try:
         ids, max_tokens = fim.plan(config, infill, sampling.options.max_tokens)
     except UserError as exc:
         code = "fim_unsupported" if not config.fim else "invalid_fim_prompt"
         raise APIError(400, str(exc), param=param, code=code) from None
-    return ids, dataclasses.replace(sampling, options=dataclasses.replace(sampling.options, max_tokens=max_tokens))
+    options = sampling.options
+    stop = (*options.stop, *(s for s in fim.editor_stops(infill) if s not in options.stop))
+    return ids, dataclasses.replace(sampling, options=dataclasses.replace(options, max_tokens=max_tokens, stop=stop))
 
 
 def prompt_ids(

@@ -10,6 +10,7 @@ infilling too. Sampling fields use llama.cpp's names (`repeat_penalty`; seed -1 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -20,7 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from multiscale_transformer.generation import fim
 from multiscale_transformer.generation.fim import Infill
-from multiscale_transformer.serving.common import Sampling, engine_of, read_body, sampling_of, settings_of, sse
+from multiscale_transformer.serving.common import (
+    Sampling,
+    engine_of,
+    read_body,
+    sampling_of,
+    settings_of,
+    sse,
+    truncate,
+)
 from multiscale_transformer.serving.engine import Finished
 from multiscale_transformer.serving.errors import validation_error
 from multiscale_transformer.serving.infill import markers_of, plan_infill, prompt_ids, specs_for
@@ -45,6 +54,14 @@ class LlamaSampling(BaseModel):
     stop: Annotated[list[str], Field(max_length=MAX_STOPS)] | None = None
     seed: int | None = None
     stream: bool | None = None
+    # Editor fields (llama.vim, llama.vscode): a line after the first indented less than n_indent ends
+    # the completion; past t_max_predict_ms the completion ends at the next newline. t_max_prompt_ms
+    # is accepted and, as in llama.cpp's server, not acted on. response_fields (non-streamed replies):
+    # only these fields, "a/b" naming b inside a, each under its path as the key.
+    n_indent: Annotated[int, Field(ge=0)] | None = None
+    t_max_predict_ms: Annotated[int, Field(ge=0)] | None = None
+    t_max_prompt_ms: int | None = None
+    response_fields: Annotated[list[str], Field(max_length=64)] | None = None
 
     def sampling(self, request: Request) -> Sampling:
         try:
@@ -52,7 +69,13 @@ class LlamaSampling(BaseModel):
         except ValidationError as exc:  # e.g. a stop sequence over the size limit: 400, as on /v1
             raise validation_error(exc) from None
         max_tokens = None if self.n_predict in (None, -1) else self.n_predict
-        return sampling_of(fields, settings_of(request), max_tokens, [])
+        sampling = sampling_of(fields, settings_of(request), max_tokens, [])
+        options = dataclasses.replace(
+            sampling.options,
+            min_indent=self.n_indent or 0,
+            max_predict_s=self.t_max_predict_ms / 1000 if self.t_max_predict_ms else None,
+        )
+        return dataclasses.replace(sampling, options=options)
 
     def _fields(self) -> SamplingFields:
         return SamplingFields(
@@ -91,9 +114,12 @@ async def completion(request: Request) -> Response:
     engine_of(request)  # 503 while loading
     sampling = req.sampling(request)
     if isinstance(req.prompt, list):
-        return await _run(request, req, list(req.prompt), sampling)
-    ids, sampling = prompt_ids(request, markers_of(req.prompt), req.prompt, sampling, "prompt")
-    return await _run(request, req, ids, sampling)
+        ids = truncate(list(req.prompt), request)
+        return await _run(request, req, ids, sampling, len(ids) < len(req.prompt))
+    infill = markers_of(req.prompt)
+    ids, sampling = prompt_ids(request, infill, req.prompt, sampling, "prompt")
+    cut = fim.truncated(infill, ids) if infill is not None else len(ids) < len(fim.encode(req.prompt))
+    return await _run(request, req, ids, sampling, cut)
 
 
 @router.post("/infill", response_model=None, openapi_extra=openapi_body(InfillRequest))
@@ -103,13 +129,14 @@ async def infill(request: Request) -> Response:
     extra = "".join(f"# Path: {f.filename}\n{f.text}\n" if f.filename else f"{f.text}\n" for f in req.input_extra or [])
     wanted = Infill(fim.encode(extra + req.input_prefix), fim.encode(req.input_suffix), fim.encode(req.prompt))
     ids, sampling = plan_infill(request, wanted, req.sampling(request), "input_suffix")
-    return await _run(request, req, ids, sampling)
+    return await _run(request, req, ids, sampling, fim.truncated(wanted, ids))
 
 
-async def _run(request: Request, req: LlamaSampling, ids: list[int], sampling: Sampling) -> Response:
+async def _run(request: Request, req: LlamaSampling, ids: list[int], sampling: Sampling, cut: bool) -> Response:
+    """Serve one completion of `ids`; `cut`: the request's text did not all fit the context."""
     settings = settings_of(request)
     submission = Submission(engine_of(request), specs_for(ids, sampling, 1), request)
-    summary = _Summary(settings.name, len(ids), sampling, len(ids) >= request.app.state.context_length)
+    summary = _Summary(settings.name, len(ids), sampling, cut)
     if req.stream:
         return StreamingResponse(guarded(submission, _stream(submission, summary)), media_type="text/event-stream")
     try:
@@ -117,7 +144,22 @@ async def _run(request: Request, req: LlamaSampling, ids: list[int], sampling: S
     except ClientGone:
         return Response(status_code=499)
     assert outcome.finished is not None
-    return JSONResponse(summary.final(outcome.text.decode("utf-8", "replace"), outcome.finished))
+    reply = summary.final(outcome.text.decode("utf-8", "replace"), outcome.finished)
+    return JSONResponse(reply if req.response_fields is None else only_fields(reply, req.response_fields))
+
+
+def only_fields(reply: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+    """llama.cpp's response_fields: {"timings/prompt_n": ...} for each path that exists in the reply."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        value: Any = reply
+        for key in path.split("/"):
+            if not isinstance(value, dict) or key not in value:
+                break
+            value = value[key]
+        else:
+            out[path] = value
+    return out
 
 
 class _Summary:
@@ -129,7 +171,8 @@ class _Summary:
 
     def final(self, content: str, done: Finished) -> dict[str, Any]:
         o, p = self.sampling.options, self.sampling.options.params
-        stop_type = "limit" if done.finish_reason == "length" else "eos" if done.stop_word is None else "word"
+        # llama.cpp ends a completion by its indentation or time limit with stop_type "limit".
+        stop_type = {"eos": "eos", "word": "word"}.get(done.stopped_by or "", "limit")
         seconds = time.perf_counter() - self.started
         return {
             "index": 0,
@@ -154,6 +197,8 @@ class _Summary:
                 "presence_penalty": o.presence_penalty,
                 "seed": self.sampling.seed,
                 "stop": [s.decode("utf-8", "replace") for s in o.stop],
+                "n_indent": o.min_indent,
+                "t_max_predict_ms": round(o.max_predict_s * 1000) if o.max_predict_s is not None else -1,
             },
             "timings": {
                 "prompt_n": self.n_prompt,
