@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from multiscale_transformer.evaluation import infilling
 from multiscale_transformer.evaluation.infilling import Hole, evaluate_infilling, make_holes, max_middle
 from multiscale_transformer.generation import fim
 from multiscale_transformer.generation.fim import Infill
@@ -41,6 +42,7 @@ def test_the_report_has_fim_numbers_only_for_a_fim_model(fim: bool) -> None:
     assert report["line"]["prefix_only_bits_per_byte"] > 0
     assert ("prefix_and_suffix_bits_per_byte" in report["block"]) is fim
     assert set(report["single_line_exact_match"]) == ({"prefix_only", "prefix_and_suffix"} if fim else {"prefix_only"})
+    assert set(report["single_line_ended"]) == ({"by_eos_or_stop_rule", "by_eos"} if fim else set())
 
 
 def test_axl_eval_fim_prints_json(tmp_path: Path) -> None:
@@ -82,3 +84,14 @@ def test_exact_match_counts_the_holes_whose_greedy_answer_is_the_middle() -> Non
     }
     assert all(1 / 3 <= rate <= 2 / 3 for rate in rates.values()), rates  # neither none nor all
     assert evaluate_infilling(model, holes).exact_match == rates
+
+
+def test_ended_counts_infills_that_stop_before_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An untrained model copies its last byte until the cap: none end. Infills that end (here by EOS
+    after 3 bytes, as a model that learned where a middle ends would) are counted as ended."""
+    model = make_model("tiny", fim=True)
+    holes = make_holes([Document("a.py", SOURCE)], per_kind=4, window=model.config.max_seq_len)
+    assert evaluate_infilling(model, holes).ended == {"by_eos_or_stop_rule": 0.0, "by_eos": 0.0}
+    stopped = iter(["eos", "word", "length", "indent"])
+    monkeypatch.setattr(infilling, "_greedy_infill", lambda model, hole: (hole.middle[:3], next(stopped)))
+    assert evaluate_infilling(model, holes).ended == {"by_eos_or_stop_rule": 0.75, "by_eos": 0.25}

@@ -242,21 +242,48 @@ def test_a_model_not_trained_for_fim_refuses_with_the_cause(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("prompt", "prefix", "suffix", "start"),
     [
-        ("<fim_prefix>a = <fim_suffix>\nb<fim_middle>", "a = ", "\nb", ""),
-        ("<|fim_prefix|>a = <|fim_suffix|>\nb<|fim_middle|>1", "a = ", "\nb", "1"),
+        ("<fim_prefix>a = <fim_suffix>\nb<fim_middle>", "a = ", "\nb", ""),  # Continue's StarCoder template
+        ("<|fim_prefix|>a = <|fim_suffix|>\nb<|fim_middle|>1", "a = ", "\nb", "1"),  # Qwen2.5-Coder, CodeGemma
         ("<PRE> a =  <SUF>\nb <MID>", "a = ", "\nb", ""),  # Code Llama's template spaces are not text
-        ("<fim_suffix>\nb<fim_prefix>a = <fim_middle>", "a = ", "\nb", ""),  # SPM order
-        ("repo/x.py\n<fim_prefix>a<fim_suffix>b<fim_middle>", "repo/x.py\na", "b", ""),  # a header is context
+        # A prefix may mention marker text: the last middle marker, and the last suffix marker before it.
+        ("<fim_prefix>s = '<fim_suffix><fim_middle>'\n<fim_suffix>\nb<fim_middle>", "s = '<fim_suffix><fim_middle>'\n",
+         "\nb", ""),
     ],
-)
-def test_fim_markers(prompt: str, prefix: str, suffix: str, start: str) -> None:
+)  # fmt: skip
+def test_fim_templates(prompt: str, prefix: str, suffix: str, start: str) -> None:
     assert parse_markers(prompt) == Infill(prefix.encode(), suffix.encode(), start.encode())
 
 
-def test_no_or_broken_markers() -> None:
-    assert parse_markers("def f(): <not a marker>") is None
-    with pytest.raises(Exception, match="not all three"):
-        parse_markers("<fim_prefix>a<fim_middle>")
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "def f(): <not a marker>",
+        "<html><body><PRE>x = 1</PRE></body></html>",  # HTML: a plain prompt, not Code Llama's template
+        "<PRE>a<MID>",  # prefix marker first, but not all three
+        "<fim_prefix>a<fim_middle>b<fim_suffix>",  # out of order
+        "<fim_suffix>\nb<fim_prefix>a = <fim_middle>",  # SPM: no client sends it as text
+        "repo/x.py\n<fim_prefix>a<fim_suffix>b<fim_middle>",  # text before the prefix marker
+        Path(fim.__file__).read_text(encoding="utf-8"),  # source code that talks about the markers
+    ],
+)
+def test_anything_else_is_plain_text(prompt: str) -> None:
+    assert parse_markers(prompt) is None
+
+
+def test_marker_text_in_a_plain_prompt_is_served_as_plain_text(http: httpx.Client) -> None:
+    for prompt in ("<html><PRE>x = 1", "<fim_prefix>a<fim_middle>", Path(fim.__file__).read_text(encoding="utf-8")):
+        ids = list(prompt.encode())[-model_context(http) :]
+        for path, body in [("/v1/completions", {"prompt": prompt, "max_tokens": 2}), ("/completion",
+                           {"prompt": prompt, "n_predict": 2})]:  # fmt: skip
+            out = http.post(path, json=body)
+            assert out.status_code == 200, (path, out.text)
+            reply = out.json()
+            read = reply["usage"]["prompt_tokens"] if path == "/v1/completions" else reply["tokens_evaluated"]
+            assert read == len(ids), (path, prompt[:30])  # every byte read as text: no infilling layout
+
+
+def model_context(http: httpx.Client) -> int:
+    return http.get("/v1/models").json()["data"][0]["context_length"]
 
 
 def test_long_sides_are_cut_to_fit_on_character_boundaries() -> None:
@@ -292,7 +319,6 @@ def test_axl_generate_suffix_is_the_same_infilling(fim_dir: Path, model: MultiSc
         ("/infill", {"input_prefix": "a", "input_suffix": "b", "stop": ["a" * 300]}),
         ("/completion", {"prompt": "x", "n_predict": -5}),
         ("/completion", {"prompt": ""}),
-        ("/completion", {"prompt": "<fim_prefix>a<fim_middle>"}),
         ("/v1/fim/completions", {"prompt": "a", "suffix": "b", "max_tokens": 100000}),
         ("/v1/completions", {"prompt": [1, 2], "suffix": "b"}),
         ("/v1/completions", {"prompt": "a", "suffix": "b", "echo": True}),

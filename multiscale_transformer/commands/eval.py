@@ -136,4 +136,10 @@ def _run_fim(model: Any, docs: list, args: argparse.Namespace) -> int:
         if "prefix_and_suffix" in exact:
             parts.append(f"prefix+suffix {exact['prefix_and_suffix']:.0%}")
         print(f"\ngreedy single-line exact match: {', '.join(parts)}")
+    if report.ended:
+        ended = report.ended
+        print(
+            f"single-line infills that ended before the cap: {ended['by_eos_or_stop_rule']:.0%} "
+            f"(by EOS alone {ended['by_eos']:.0%}; stop rules: the suffix's next line, n_indent)"
+        )
     return 0

@@ -6,7 +6,11 @@ each hole we report the bits per byte of the hidden middle given prefix and suff
 prompt of generation/fim.py, exactly what the server sends), given the same prefix alone (what the
 suffix adds), and given as much prefix as the context holds (plain left-to-right reading, more
 prefix than the FIM prompt keeps), and the exact-match rate of greedy single-line infilling with
-the suffix and with the long prefix alone (the latter cut at the first newline, as editors do).
+the suffix and with the long prefix alone (both compare the first line written). The infilling with
+the suffix runs as an editor's request is served: the editor stops of generation/fim.py and
+llama.cpp's n_indent at the cursor line's indentation, capped at the room an infilling has; the
+report says how many single-line infills ended by themselves before the cap (EOS or a stop rule)
+and how many by EOS alone.
 """
 
 from __future__ import annotations
@@ -96,6 +100,8 @@ class KindScore:
     long_prefix_bits: float = 0.0  # as much prefix as the context holds
     exact_fim: int = 0
     exact_prefix: int = 0
+    ended: int = 0  # single-line infills that ended before the cap (EOS or a stop rule)
+    ended_eos: int = 0  # ... by EOS
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -114,12 +120,14 @@ class FimReport:
     fim_trained: bool
     kinds: dict[str, KindScore] = field(default_factory=dict)
     exact_match: dict[str, float] = field(default_factory=dict)
+    ended: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "fim_trained": self.fim_trained,
             **{k: s.to_json() for k, s in self.kinds.items()},
             "single_line_exact_match": self.exact_match,
+            "single_line_ended": self.ended,
         }
 
 
@@ -144,12 +152,16 @@ def evaluate_infilling(model: MultiScaleTransformer, holes: Sequence[Hole], exac
         if exact and hole.kind == "line":
             s.exact_prefix += _greedy_prefix_only(model, hole) == hole.middle
             if model.config.fim:
-                s.exact_fim += _greedy_infill(model, hole) == hole.middle
+                text, stopped_by = _greedy_infill(model, hole)
+                s.exact_fim += text.split(b"\n")[0] == hole.middle
+                s.ended += stopped_by in ("eos", "word", "indent")
+                s.ended_eos += stopped_by == "eos"
     lines = report.kinds["line"]
     if exact and lines.holes:
         report.exact_match["prefix_only"] = lines.exact_prefix / lines.holes
         if model.config.fim:
             report.exact_match["prefix_and_suffix"] = lines.exact_fim / lines.holes
+            report.ended = {"by_eos_or_stop_rule": lines.ended / lines.holes, "by_eos": lines.ended_eos / lines.holes}
     return report
 
 
@@ -167,10 +179,15 @@ def _bits(model: MultiScaleTransformer, context: list[int], target: bytes) -> fl
     return float(nats) / float(torch.log(torch.tensor(2.0)))
 
 
-def _greedy_infill(model: MultiScaleTransformer, hole: Hole) -> bytes:
+def _greedy_infill(model: MultiScaleTransformer, hole: Hole) -> tuple[bytes, str | None]:
+    """The greedy infilling of an editor's request at the hole, and what ended it (RowState.stopped_by)."""
     limit = max_middle("line", model.config.max_seq_len) + 1
-    ids, max_tokens = fim.plan(model.config, Infill(hole.prefix, hole.suffix), limit)
-    return b"".join(TextStream(model, ids, max_tokens, GREEDY, [b"\n"]))
+    infill = Infill(hole.prefix, hole.suffix)
+    ids, max_tokens = fim.plan(model.config, infill, limit)
+    line = hole.prefix[hole.prefix.rfind(b"\n") + 1 :]  # the cursor's line up to the cursor
+    indent = len(line) - len(line.lstrip(b" \t"))
+    stream = TextStream(model, ids, max_tokens, GREEDY, list(fim.editor_stops(infill)), min_indent=indent)
+    return b"".join(stream), stream.stopped_by
 
 
 def _greedy_prefix_only(model: MultiScaleTransformer, hole: Hole) -> bytes:

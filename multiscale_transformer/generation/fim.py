@@ -56,29 +56,27 @@ def check_fim(config: ModelConfig) -> None:
 
 
 def parse_markers(prompt: str) -> Infill | None:
-    """The Infill that FIM marker text in `prompt` describes (PSM or SPM order); None without markers.
+    """The Infill that a client's FIM template in `prompt` describes; None for any other prompt.
 
-    Text before the first marker (e.g. a file path or repository header) is earlier context, so it
-    joins the prefix; text after the middle marker is the start of the middle.
+    A prompt is a FIM template only in the shape clients send: it starts with one family's prefix
+    marker, and that family's suffix and middle markers follow in that order (PSM, as Continue's,
+    Qwen's and Code Llama's templates write it). The middle marker is its last occurrence and the
+    suffix marker the last one before it, so a prefix (the user's code) may mention marker text.
+    Anything else is plain text: an HTML `<PRE>`, source code that talks about FIM markers, a
+    broken template. Text after the middle marker is the start of the middle.
     """
     for pre, suf, mid, spaced in MARKERS:
-        found = [prompt.find(m) for m in (pre, suf, mid)]
-        if all(i < 0 for i in found):
+        if not prompt.startswith(pre):
             continue
-        if min(found) < 0:
-            raise UserError(f"the prompt has FIM markers but not all three of {pre} {suf} {mid}")
-        i, j, k = found
-        if i < j < k:  # PSM: <PRE> prefix <SUF> suffix <MID>
-            lead, prefix, suffix = prompt[:i], prompt[i + len(pre) : j], prompt[j + len(suf) : k]
-        elif j < i < k:  # SPM: <SUF> suffix <PRE> prefix <MID>
-            lead, suffix, prefix = prompt[:j], prompt[j + len(suf) : i], prompt[i + len(pre) : k]
-        else:
-            raise UserError(f"the prompt's FIM markers are in an order this server does not know ({pre} {suf} {mid})")
+        k = prompt.rfind(mid)
+        j = prompt.rfind(suf, len(pre), k) if k > len(pre) else -1
+        if j < 0:
+            return None
+        prefix, suffix, start = prompt[len(pre) : j], prompt[j + len(suf) : k], prompt[k + len(mid) :]
         if spaced:
             prefix = prefix.removeprefix(" ").removesuffix(" ")
             suffix = suffix.removesuffix(" ")
-        start = prompt[k + len(mid) :]
-        return Infill(encode(lead + prefix), encode(suffix), encode(start))
+        return Infill(encode(prefix), encode(suffix), encode(start))
     return None
 
 

@@ -195,15 +195,23 @@ class TextStream:
         frequency_penalty: float = 0.0,
         presence_penalty: float = 0.0,
         logit_bias: dict[int, float] | None = None,
+        min_indent: int = 0,
     ) -> None:
         check_prompts(model, [list(prompt_ids)])
         self.model = model
         self.prompt = list(prompt_ids)
         self.options = CompletionOptions(
-            max_new_tokens, params, tuple(stop or ()), frequency_penalty, presence_penalty, dict(logit_bias or {})
+            max_new_tokens,
+            params,
+            tuple(stop or ()),
+            frequency_penalty,
+            presence_penalty,
+            dict(logit_bias or {}),
+            min_indent=min_indent,
         )
         self.generator = make_generator(seed)
         self.finish_reason: str | None = None
+        self.stopped_by: str | None = None  # RowState.stopped_by: eos, word, indent, time or length
         self.n_generated = 0
 
     def __iter__(self) -> Iterator[bytes]:
@@ -213,4 +221,4 @@ class TextStream:
             if step.accepted.text:
                 yield step.accepted.text
             if step.accepted.finish_reason is not None:
-                self.finish_reason = step.accepted.finish_reason
+                self.finish_reason, self.stopped_by = step.accepted.finish_reason, step.state.stopped_by

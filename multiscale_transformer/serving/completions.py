@@ -26,7 +26,7 @@ from multiscale_transformer.serving.common import (
 )
 from multiscale_transformer.serving.engine import ByteLogprob, Chunk, Failed, Finished, PromptLogprobs, Spec
 from multiscale_transformer.serving.errors import APIError, error_body
-from multiscale_transformer.serving.infill import markers_of, plan_infill
+from multiscale_transformer.serving.infill import plan_infill
 from multiscale_transformer.serving.protocol import (
     Completion,
     CompletionChoice,
@@ -63,9 +63,9 @@ def infills_of(req: CompletionRequest, count: int) -> list[Infill | None]:
             raise APIError(400, "suffix needs the prompt as one string", param="suffix", code="unsupported")
         return [Infill(fim.encode(req.prompt), fim.encode(req.suffix))]
     if isinstance(req.prompt, str):
-        return [markers_of(req.prompt)]
+        return [fim.parse_markers(req.prompt)]
     if all(isinstance(t, str) for t in req.prompt):
-        return [markers_of(t) for t in req.prompt]  # type: ignore[arg-type]
+        return [fim.parse_markers(t) for t in req.prompt]  # type: ignore[arg-type]
     return [None] * count  # byte ids: no marker text
 
 

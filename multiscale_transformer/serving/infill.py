@@ -51,14 +51,6 @@ from multiscale_transformer.serving.submission import ClientGone, Submission, co
 router = APIRouter()
 
 
-def markers_of(prompt: str, param: str = "prompt") -> Infill | None:
-    """The infilling that FIM marker text in a prompt asks for, if any (400 for broken markers)."""
-    try:
-        return fim.parse_markers(prompt)
-    except UserError as exc:
-        raise APIError(400, str(exc), param=param, code="invalid_fim_prompt") from None
-
-
 def plan_infill(request: Request, infill: Infill, sampling: Sampling, param: str) -> tuple[list[int], Sampling]:
     """The prompt ids of an infilling and its sampling: max_tokens cut to the context, and the stops with
     which editor servers end an infilling (generation/fim.py `editor_stops`)."""

@@ -32,7 +32,7 @@ from multiscale_transformer.serving.common import (
 )
 from multiscale_transformer.serving.engine import Finished
 from multiscale_transformer.serving.errors import validation_error
-from multiscale_transformer.serving.infill import markers_of, plan_infill, prompt_ids, specs_for
+from multiscale_transformer.serving.infill import plan_infill, prompt_ids, specs_for
 from multiscale_transformer.serving.protocol import MAX_STOPS, SamplingFields, TokenId, openapi_body
 from multiscale_transformer.serving.submission import ClientGone, Submission, collect, guarded, text_deltas
 
@@ -116,7 +116,7 @@ async def completion(request: Request) -> Response:
     if isinstance(req.prompt, list):
         ids = truncate(list(req.prompt), request)
         return await _run(request, req, ids, sampling, len(ids) < len(req.prompt))
-    infill = markers_of(req.prompt)
+    infill = fim.parse_markers(req.prompt)
     ids, sampling = prompt_ids(request, infill, req.prompt, sampling, "prompt")
     cut = fim.truncated(infill, ids) if infill is not None else len(ids) < len(fim.encode(req.prompt))
     return await _run(request, req, ids, sampling, cut)
