@@ -80,6 +80,7 @@ def test_tokenizer_info_is_what_lm_eval_reads(http: httpx.Client) -> None:
 def test_props_and_models_report_the_model(http: httpx.Client, model: MultiScaleTransformer) -> None:
     props = http.get("/props").json()
     assert props["n_ctx"] == 64 and props["parameters"] == model.num_parameters() and props["fim"] is True
+    assert props["infill_max_tokens"] == 16  # a quarter of the context
     assert props["scales"] == [1, 2, 4] and props["config"]["d_model"] == model.config.d_model
     assert props["generation_defaults"]["temperature"] == 0.8 and props["generation_defaults"]["top_k"] == 40
     assert props["default_generation_settings"]["params"]["repeat_penalty"] == 1.1

@@ -105,12 +105,18 @@ def fit(infill: Infill, window: int, room: int) -> tuple[bytes, bytes]:
     return prefix, _whole_chars_from_right(infill.suffix[:keep_suffix])
 
 
+def max_infill_tokens(window: int) -> int:
+    """The most bytes an infilling writes in a context of `window` bytes: a quarter of it, so that the
+    prefix and suffix keep the rest (the playground and /props state it)."""
+    return window // 4
+
+
 def plan(config: ModelConfig, infill: Infill, max_tokens: int) -> tuple[list[int], int]:
-    """(prompt ids, max_tokens) for an infilling: the room to generate is at most a quarter of the
-    context, and generation stops where the context ends (sliding past it would drop the sentinels)."""
+    """(prompt ids, max_tokens) for an infilling: the room to generate is at most `max_infill_tokens`,
+    and generation stops where the context ends (sliding past it would drop the sentinels)."""
     check_fim(config)
     window = config.max_seq_len
-    ids = infill_prompt(infill, window, max(1, min(max_tokens, window // 4)))
+    ids = infill_prompt(infill, window, max(1, min(max_tokens, max_infill_tokens(window))))
     return ids, min(max_tokens, window - len(ids))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from multiscale_transformer.generation import fim
 from multiscale_transformer.model.config import GENERATION_DEFAULTS
 from multiscale_transformer.serving.common import engine_of, settings_of
 
@@ -41,6 +42,8 @@ async def props(request: Request) -> JSONResponse:
             "parameters": engine.model.num_parameters(),
             "scales": list(config.downsample_factors),
             "fim": config.fim,
+            # An infilling leaves room for the prompt's prefix and suffix: it writes at most this many bytes.
+            "infill_max_tokens": fim.max_infill_tokens(config.max_seq_len),
             "config": config.to_dict(),
             "generation_defaults": defaults,
             "max_tokens_limit": settings.max_tokens_limit,
