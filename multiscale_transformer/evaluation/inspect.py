@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from multiscale_transformer.evaluation.baselines import COMPRESSORS
-from multiscale_transformer.evaluation.bpb import sliding_windows
+from multiscale_transformer.evaluation.bpb import Window, sliding_windows
 from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.model.vocab import EOS_ID
 
@@ -40,26 +40,44 @@ class Inspection:
         return -sum(b.logprob for b in self.bytes) / LOG2 / len(self.bytes) if self.bytes else 0.0
 
 
-@torch.no_grad()
 def inspect_bytes(model: MultiScaleTransformer, data: bytes, top: int = 5, stride: int | None = None) -> Inspection:
     """Every byte of `data` scored once (see the module docstring); top: alternatives kept per byte."""
     T = model.config.max_seq_len
-    stride = stride or max(1, T // 2)
-    ids = torch.tensor([EOS_ID, *data], dtype=torch.long)
-    reports: list[ByteReport] = []
-    for w in sliding_windows(len(data), T, stride):
-        logits, gates = model.forward_with_gates(ids[None, w.start : w.end])
-        logprobs = torch.log_softmax(logits[0].float(), dim=-1)[w.score_from - w.start :]  # (scored, V)
-        gates = gates[0, w.score_from - w.start :].float()
-        targets = ids[w.score_from + 1 : w.end + 1]
-        chosen = logprobs.gather(1, targets[:, None])[:, 0].tolist()
-        k = min(top, logprobs.shape[-1])
-        best = logprobs.topk(k, dim=-1) if k else None
-        values, indices = (best.values.tolist(), best.indices.tolist()) if best is not None else ([], [])
-        for t, (byte, logprob, gate) in enumerate(zip(targets.tolist(), chosen, gates.tolist(), strict=True)):
-            alternatives = list(zip(indices[t], values[t], strict=True)) if best is not None else []
-            reports.append(ByteReport(byte, logprob, alternatives, gate))
+    stride = stride or default_stride(T)
+    ids = text_ids(data)
+    reports = [r for w in sliding_windows(len(data), T, stride) for r in inspect_window(model, ids, w, top)]
     return Inspection(reports, list(model.config.downsample_factors), T, stride)
+
+
+def default_stride(context: int) -> int:
+    return max(1, context // 2)
+
+
+def text_ids(data: bytes) -> torch.Tensor:
+    """`EOS b0 .. b(n-1)`: the text read as one file."""
+    return torch.tensor([EOS_ID, *data], dtype=torch.long)
+
+
+def positions_computed(n_bytes: int, context: int, stride: int) -> int:
+    """The forward-pass positions an inspection costs: the sum of its windows' lengths."""
+    return sum(w.end - w.start for w in sliding_windows(n_bytes, context, stride))
+
+
+@torch.no_grad()
+def inspect_window(model: MultiScaleTransformer, ids: torch.Tensor, w: Window, top: int) -> list[ByteReport]:
+    """The reports of the bytes window `w` scores (ids: `text_ids`); one forward pass. The server runs
+    one window at a time between decoding steps, so an inspection delays a stream like a prefill does."""
+    logits, gates = model.forward_with_gates(ids[None, w.start : w.end])
+    logprobs = torch.log_softmax(logits[0].float(), dim=-1)[w.score_from - w.start :]  # (scored, V)
+    gate_rows = gates[0, w.score_from - w.start :].float().tolist()
+    targets = ids[w.score_from + 1 : w.end + 1]
+    chosen = logprobs.gather(1, targets[:, None])[:, 0].tolist()
+    best = logprobs.topk(min(top, logprobs.shape[-1]), dim=-1)
+    values, indices = best.values.tolist(), best.indices.tolist()  # (scored, k) each, k possibly 0
+    return [
+        ByteReport(byte, logprob, list(zip(indices[t], values[t], strict=True)), gate)
+        for t, (byte, logprob, gate) in enumerate(zip(targets.tolist(), chosen, gate_rows, strict=True))
+    ]
 
 
 def gzip_bits_per_byte(data: bytes) -> float:

@@ -75,6 +75,7 @@ def create_app(
     app.state.context_length = 0
     app.state.model_config = None
     app.state.inspect_lock = asyncio.Lock()
+    app.state.inspections = 0  # in progress or waiting for the lock (serving/inspection.py bounds it)
     app.state.metrics = None
     install_handlers(app)
 

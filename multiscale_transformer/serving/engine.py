@@ -4,6 +4,8 @@ Continuous batching: between two decode steps, waiting requests are prefilled in
 each step then advances every active row by one byte together. Each row has its own sampling
 parameters, seeded generator, history and stop sequences, so simultaneous requests never mix.
 The event loop never runs the model: it submits jobs and receives events through a callback.
+Other model work (an inspection's windows) comes as `call`s, run one per step between two decode
+steps: it delays the streams by what one prefill would, and never runs beside a step.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger("axl.serve")
+T = TypeVar("T")
+WAKE = object()  # put in the inbox with a call, so that an idle scheduler wakes up to run it
 
 
 class ServerBusy(Exception):
@@ -123,7 +128,8 @@ class Engine:
         self.rows: list[Job | None] = [None] * max_batch
         self.pending: dict[int, torch.Tensor] = {}  # row -> logits for its next byte, to sample
         self.feed: dict[int, int] = {}  # row -> the byte it sampled, for the next decoder step
-        self.inbox: queue.Queue[Job | None] = queue.Queue()
+        self.inbox: queue.Queue[Job | object | None] = queue.Queue()  # jobs, WAKE, or None to stop
+        self.calls: queue.Queue[tuple[Callable[[], object], Future]] = queue.Queue()
         self._lock = threading.Lock()
         self._in_system = 0
         self._stopping = threading.Event()
@@ -154,6 +160,17 @@ class Engine:
                 self.inbox.put(job)
         return jobs
 
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run fn() in the scheduler thread between two decode steps; its result or exception comes
+        through the future. A future cancelled before its turn is skipped."""
+        future: Future[T] = Future()
+        with self._lock:
+            if self.failure is not None:
+                raise EngineDead(f"the generation engine has stopped ({self.failure}); restart the server")
+            self.calls.put((fn, future))  # type: ignore[arg-type]
+        self.inbox.put(WAKE)
+        return future
+
     @staticmethod
     def cancel(jobs: list[Job]) -> None:
         for job in jobs:
@@ -173,6 +190,7 @@ class Engine:
         try:
             with torch.inference_mode():
                 while self._admit() and not self._stopping.is_set():
+                    self._run_one_call()
                     try:
                         self._step()
                     except Exception as exc:  # the shared decoder step failed: fail its rows, keep serving
@@ -180,6 +198,7 @@ class Engine:
                         self._fail_all(f"generation failed: {_reason(exc)}")
             self._fail_all("the server is shutting down")
             self._fail_queued("the server is shutting down")
+            self._fail_calls("the server is shutting down")
         except BaseException as exc:  # a bug in the scheduler itself: say so and let the server stop
             with self._lock:
                 self.failure = _reason(exc)
@@ -187,6 +206,7 @@ class Engine:
             message = f"the generation engine has stopped ({self.failure})"
             self._fail_all(message)
             self._fail_queued(message)
+            self._fail_calls(message)
             if self.on_fatal is not None:
                 self.on_fatal(self.failure)
 
@@ -203,8 +223,29 @@ class Engine:
                 job = self.inbox.get_nowait()
             except queue.Empty:
                 return
-            if job is not None:
+            if isinstance(job, Job):
                 self._fail(job, message)
+
+    def _run_one_call(self) -> None:
+        try:
+            fn, future = self.calls.get_nowait()
+        except queue.Empty:
+            return
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except Exception as exc:  # the caller's failure, reported to the caller
+            future.set_exception(exc)
+
+    def _fail_calls(self, message: str) -> None:
+        while True:
+            try:
+                _, future = self.calls.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_exception(EngineDead(message))
 
     def _admit(self) -> bool:
         """Prefill waiting jobs into free rows, together; block while there is nothing to do. False on stop."""
@@ -217,6 +258,8 @@ class Engine:
                 break
             if job is None:
                 return False
+            if not isinstance(job, Job):  # WAKE: a call is waiting; run it before blocking again
+                break
             if job.cancelled:
                 self._done(job)
                 continue

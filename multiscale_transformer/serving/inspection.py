@@ -2,24 +2,44 @@
 
 The playground's Inspect view draws this. The text is scored as `axl eval` scores a file (sliding
 window, evaluation/inspect.py), so long texts are fine up to the server's `--max-inspect-bytes`.
-One inspection runs at a time, in a worker thread, beside the generation engine's scheduler;
-numbers are rounded to 4 decimals.
+Numbers are rounded to 4 decimals. What an inspection may cost is bounded, since any caller can ask:
+- work: the positions its windows compute at most INSPECT_COST x `--max-inspect-bytes` (the
+  default stride, half the context, computes 2 per byte; stride 1 on 16 KiB would be 4 million);
+- size: top_logprobs x bytes at most ALTERNATIVES x `--max-inspect-bytes` (the playground asks 5);
+- queue: one inspection runs at a time, INSPECT_QUEUE in all may wait or run, more get 429;
+- sharing: its windows run one per decoding step in the engine's thread (`Engine.call`), so a
+  running stream slows as much as by one more prefill, not by a second computation beside it;
+- abandonment: a client that disconnects stops its inspection at the next window.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import Annotated
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
-from multiscale_transformer.evaluation.inspect import LOG2, gzip_bits_per_byte, inspect_bytes
+from multiscale_transformer.evaluation.bpb import sliding_windows
+from multiscale_transformer.evaluation.inspect import (
+    LOG2,
+    ByteReport,
+    default_stride,
+    gzip_bits_per_byte,
+    inspect_window,
+    positions_computed,
+    text_ids,
+)
 from multiscale_transformer.serving.common import engine_of, read_body, settings_of
 from multiscale_transformer.serving.errors import APIError
 from multiscale_transformer.serving.protocol import openapi_body
 from multiscale_transformer.serving.tokens import token_text
+
+INSPECT_COST = 4  # positions computed per byte of --max-inspect-bytes
+ALTERNATIVES = 5  # top_logprobs entries per byte of --max-inspect-bytes
+INSPECT_QUEUE = 4  # inspections running or waiting
 
 router = APIRouter()
 DIGITS = 4  # of logprobs and gates: ample for a view, and a quarter of the JSON
@@ -35,7 +55,7 @@ class InspectRequest(BaseModel):
 
 
 @router.post("/v1/inspect", response_model=None, openapi_extra=openapi_body(InspectRequest))
-async def inspect(request: Request) -> JSONResponse:
+async def inspect(request: Request) -> Response:
     req = await read_body(request, InspectRequest)
     engine = engine_of(request)
     limit = settings_of(request).max_inspect_bytes
@@ -49,18 +69,48 @@ async def inspect(request: Request) -> JSONResponse:
     context = engine.model.config.max_seq_len
     if req.stride is not None and req.stride > context:
         raise APIError(400, f"stride must be at most the model's context ({context}), got {req.stride}", "stride")
-    async with request.app.state.inspect_lock:  # one at a time: each may take a core for seconds
-        result = await run_in_threadpool(inspect_bytes, engine.model, data, req.top_logprobs, req.stride)
+    stride = req.stride or default_stride(context)
+    cost = positions_computed(len(data), context, stride)
+    if cost > INSPECT_COST * limit:
+        raise APIError(
+            400,
+            f"stride {stride} on {len(data)} bytes would compute {cost} positions; this server computes at most "
+            f"{INSPECT_COST * limit} for one inspection (a larger stride, or a shorter text)",
+            "stride",
+            "inspection_too_costly",
+        )
+    if req.top_logprobs * len(data) > ALTERNATIVES * limit:
+        raise APIError(
+            400,
+            f"top_logprobs {req.top_logprobs} for {len(data)} bytes is more than {ALTERNATIVES * limit} "
+            "alternatives in all; ask for fewer, or inspect a shorter text",
+            "top_logprobs",
+        )
+    state = request.app.state
+    if state.inspections >= INSPECT_QUEUE:
+        raise APIError(429, f"{state.inspections} inspections are running or waiting; retry later", code="busy")
+    state.inspections += 1
+    try:
+        async with state.inspect_lock:  # one at a time: its windows already share the engine's steps
+            ids = text_ids(data)
+            reports: list[ByteReport] = []
+            for w in sliding_windows(len(data), context, stride):
+                if await request.is_disconnected():
+                    return Response(status_code=499)  # nobody reads the answer: stop computing it
+                window = functools.partial(inspect_window, engine.model, ids, w, req.top_logprobs)
+                reports += await asyncio.wrap_future(engine.call(window))
+    finally:
+        state.inspections -= 1
     return JSONResponse(
         {
             "object": "inspection",
             "model": settings_of(request).name,
             "bytes": len(data),
-            "bits_per_byte": result.bits_per_byte,
+            "bits_per_byte": -sum(b.logprob for b in reports) / LOG2 / len(reports),
             "gzip_bits_per_byte": gzip_bits_per_byte(data),
-            "scales": result.scales,
-            "context": result.context,
-            "stride": result.stride,
+            "scales": list(engine.model.config.downsample_factors),
+            "context": context,
+            "stride": stride,
             "tokens": [
                 {
                     "id": b.byte,
@@ -72,7 +122,7 @@ async def inspect(request: Request) -> JSONResponse:
                     ],
                     "gates": [round(g, DIGITS) for g in b.gates],
                 }
-                for b in result.bytes
+                for b in reports
             ],
         }
     )
