@@ -98,7 +98,7 @@ async def chat_completions(request: Request) -> Response:
                 finish[event.index] = event.finish_reason
                 completion_tokens += event.completion_tokens
             elif isinstance(event, Failed):
-                raise APIError(500, event.message)
+                raise APIError(event.status, event.message)
     except ClientGone:
         return Response(status_code=499)
     finally:
@@ -145,7 +145,8 @@ async def _stream(
                     yield chunk(i, Delta(content=tail))
                 yield chunk(i, Delta(), finish=event.finish_reason)
             elif isinstance(event, Failed):
-                yield sse(error_body(500, event.message))
+                yield sse(error_body(event.status, event.message))
+                yield SSE_DONE  # the stream still ends as OpenAI streams end
                 return
         if include_usage:
             usage = Usage(

@@ -178,7 +178,7 @@ def _apply(event: object, choice: ChoiceState) -> None:
         choice.completion_tokens = event.completion_tokens
         choice.eos = event.eos
     elif isinstance(event, Failed):
-        raise APIError(500, event.message)
+        raise APIError(event.status, event.message)
 
 
 def _final_choice(index: int, c: ChoiceState, top: int | None) -> CompletionChoice:
@@ -232,7 +232,8 @@ async def _stream(
                 lp = logprobs_of([EOS_ID], [event.eos], top or 0, c.offset) if event.eos is not None else None
                 yield chunk(event.index, c.decoder.decode(b"", final=True), lp, event.finish_reason)
             elif isinstance(event, Failed):
-                yield sse(error_body(500, event.message))
+                yield sse(error_body(event.status, event.message))
+                yield SSE_DONE  # the stream still ends as OpenAI streams end
                 return
         if include_usage:
             yield sse(Completion(**meta, choices=[], usage=usage_of()))  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("axl.serve")
 T = TypeVar("T")
+SHUTTING_DOWN = "the server is shutting down"
 WAKE = object()  # put in the inbox with a call, so that an idle scheduler wakes up to run it
 
 
@@ -40,6 +41,10 @@ class ServerBusy(Exception):
 
 class EngineDead(Exception):
     """The scheduler thread has stopped for good; the server cannot generate any more (HTTP 503)."""
+
+
+class ShuttingDown(Exception):
+    """The server is shutting down: it takes no new completions (HTTP 503)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class Finished:
 class Failed:
     index: int
     message: str
+    status: int = 500  # the HTTP status it means: 503 when the server is shutting down
 
 
 Event = Chunk | PromptLogprobs | Finished | Failed
@@ -133,6 +139,7 @@ class Engine:
         self._lock = threading.Lock()
         self._in_system = 0
         self._stopping = threading.Event()
+        self.draining = False  # set by `drain`: no new jobs, the queued ones failed
         self._thread = threading.Thread(target=self._run, name="axl-scheduler", daemon=True)
 
     # Event-loop side -------------------------------------------------------------------------
@@ -150,6 +157,8 @@ class Engine:
         with self._lock:
             if self.failure is not None:
                 raise EngineDead(f"the generation engine has stopped ({self.failure}); restart the server")
+            if self.draining:
+                raise ShuttingDown(SHUTTING_DOWN)
             if self._in_system + len(specs) > self.max_batch + self.max_queue:
                 raise ServerBusy(f"the server is busy ({self._in_system} completions in progress or queued)")
             self._in_system += len(specs)
@@ -170,6 +179,16 @@ class Engine:
             self.calls.put((fn, future))  # type: ignore[arg-type]
         self.inbox.put(WAKE)
         return future
+
+    def drain(self) -> None:
+        """The start of a graceful shutdown: refuse new jobs, fail the queued ones (503); active rows go on."""
+        with self._lock:
+            self.draining = True
+        self.call(lambda: self._fail_queued(SHUTTING_DOWN, 503))
+
+    def end_active(self) -> None:
+        """The end of the grace period: fail every active row (its stream ends with an error event)."""
+        self.call(lambda: self._fail_all(SHUTTING_DOWN, 503))
 
     @staticmethod
     def cancel(jobs: list[Job]) -> None:
@@ -210,13 +229,13 @@ class Engine:
             if self.on_fatal is not None:
                 self.on_fatal(self.failure)
 
-    def _fail_all(self, message: str) -> None:
+    def _fail_all(self, message: str, status: int = 500) -> None:
         for row, job in enumerate(self.rows):
             if job is not None:
-                self._fail(job, message)
+                self._fail(job, message, status)
                 self._release(row)
 
-    def _fail_queued(self, message: str) -> None:
+    def _fail_queued(self, message: str, status: int = 503) -> None:
         """Fail every job still in the inbox, so that no request waits for a scheduler that is gone."""
         while True:
             try:
@@ -224,7 +243,7 @@ class Engine:
             except queue.Empty:
                 return
             if isinstance(job, Job):
-                self._fail(job, message)
+                self._fail(job, message, status)
 
     def _run_one_call(self) -> None:
         try:
@@ -371,8 +390,8 @@ class Engine:
         job.sink(Finished(job.index, reason, n, eos, word, by))
         self._done(job)
 
-    def _fail(self, job: Job, message: str) -> None:
-        job.sink(Failed(job.index, message))
+    def _fail(self, job: Job, message: str, status: int = 500) -> None:
+        job.sink(Failed(job.index, message, status))
         self._done(job)
 
     def _done(self, job: Job) -> None:

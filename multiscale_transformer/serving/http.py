@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import signal
 import socket
+import threading
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -81,10 +84,46 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, shutting down as an API server behind a supervisor should.
+
+    On SIGTERM (or the first Ctrl-C) the engine stops admitting: new completions and the queued ones
+    get 503 (a queued stream, whose 200 is already sent, an error event and `[DONE]`), while active
+    streams run on. Shortly before `--shutdown-timeout` runs out, the engine ends the streams still
+    running the same way, so that every client learns why its stream stopped instead of seeing the
+    connection drop; uvicorn then finds no connection left to wait for. After SIGTERM the process
+    exits 0 instead of dying of the signal uvicorn would raise again (a second Ctrl-C still forces).
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, shutdown_timeout_s: float) -> None:
+        super().__init__(config)
+        self.app = app
+        self.shutdown_timeout_s = shutdown_timeout_s
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            self.drain()
+        if sig == signal.SIGTERM:
+            self.should_exit = True
+            return
+        super().handle_exit(sig, frame)
+
+    def drain(self) -> None:
+        engine = getattr(self.app.state, "engine", None)
+        if engine is None or not engine.alive:
+            return
+        engine.drain()
+        # uvicorn cancels what is still running when the timeout ends: end the streams a little before.
+        grace = max(0.0, self.shutdown_timeout_s - min(1.0, self.shutdown_timeout_s / 2))
+        timer = threading.Timer(grace, engine.end_active)
+        timer.daemon = True
+        timer.start()
+
+
 def make_server(app: FastAPI, settings: ServerSettings, log_level: str = "warning", **config: Any) -> uvicorn.Server:
     """A uvicorn server for `app` with the settings' timeouts (run it with `.run(sockets=[bind_socket(...)])`)."""
     protocol = type("AxlH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout_s": settings.header_timeout_s})
-    return uvicorn.Server(
+    return GracefulServer(
         uvicorn.Config(
             app,
             http=protocol,
@@ -94,5 +133,7 @@ def make_server(app: FastAPI, settings: ServerSettings, log_level: str = "warnin
             timeout_graceful_shutdown=settings.shutdown_timeout_s,
             h11_max_incomplete_event_size=settings.max_header_bytes,
             **config,
-        )
+        ),
+        app,
+        settings.shutdown_timeout_s,
     )

@@ -104,7 +104,9 @@ async def fim_completions(request: Request) -> Response:
     submission = Submission(engine, specs_for(ids, sampling, n), request)
     meta = {"id": new_id("fim"), "created": now(), "model": settings.name}
     if req.stream:
-        return StreamingResponse(guarded(submission, _stream(submission, n, meta)), media_type="text/event-stream")
+        return StreamingResponse(
+            guarded(submission, _stream(submission, n, meta), SSE_DONE), media_type="text/event-stream"
+        )
     try:
         outcomes = await collect(submission, n)
     except ClientGone:

@@ -19,6 +19,7 @@ from multiscale_transformer.serving.engine import (
     Failed,
     Finished,
     ServerBusy,
+    ShuttingDown,
     Spec,
 )
 from multiscale_transformer.serving.errors import APIError, error_body
@@ -47,6 +48,8 @@ class Submission:
             raise APIError(429, f"{exc}; retry later", code="server_busy") from None
         except EngineDead as exc:
             raise APIError(503, str(exc), code="engine_dead") from None
+        except ShuttingDown as exc:
+            raise APIError(503, str(exc), code="shutting_down") from None
         self.remaining = len(specs)
 
     def cancel(self) -> None:
@@ -87,6 +90,10 @@ class Outcome:
 class StreamFailed(Exception):
     """A completion failed mid-stream; the message goes to the client as an error event."""
 
+    def __init__(self, failed: Failed) -> None:
+        super().__init__(failed.message)
+        self.status = failed.status
+
 
 async def collect(submission: Submission, n: int) -> list[Outcome]:
     """Every completion's text and end (500 when one failed); the jobs are cancelled on the way out."""
@@ -98,7 +105,7 @@ async def collect(submission: Submission, n: int) -> list[Outcome]:
             elif isinstance(event, Finished):
                 outcomes[event.index].finished = event
             elif isinstance(event, Failed):
-                raise APIError(500, event.message)
+                raise APIError(event.status, event.message)
     finally:
         submission.cancel()
     return outcomes
@@ -117,17 +124,20 @@ async def text_deltas(submission: Submission, n: int) -> AsyncIterator[tuple[int
         elif isinstance(event, Finished):
             yield event.index, decoders[event.index].decode(b"", final=True), event
         elif isinstance(event, Failed):
-            raise StreamFailed(event.message)
+            raise StreamFailed(event)
 
 
-async def guarded(submission: Submission, events: AsyncIterator[str]) -> AsyncIterator[str]:
-    """A streaming body's SSE events, ending in an error event when a completion fails and quietly
-    when the client leaves; the jobs are cancelled however it ends."""
+async def guarded(submission: Submission, events: AsyncIterator[str], done: str | None = None) -> AsyncIterator[str]:
+    """A streaming body's SSE events, ending in an error event (then `done`, the protocol's last event,
+    if it has one) when a completion fails, and quietly when the client leaves; the jobs are
+    cancelled however it ends."""
     try:
         async for event in events:
             yield event
     except StreamFailed as exc:
-        yield sse(error_body(500, str(exc)))
+        yield sse(error_body(exc.status, str(exc)))
+        if done is not None:
+            yield done
     except ClientGone:
         return
     finally:
