@@ -58,10 +58,18 @@ def page(browser: object, base: str) -> Iterator[object]:
     page = context.new_page()
     page.requests = []  # every URL the page asks for, to check it talks to nobody else
     page.on("request", lambda r: page.requests.append(r.url))
+    # Console errors (a CSP violation, a missing favicon) and failed loads: the page must have none.
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     page.goto(f"{base}/")
     page.wait_for_function("() => document.getElementById('model-info').textContent.includes('parameters')")
+    page.wait_for_timeout(200)  # the favicon request goes out after the load
     yield page
     assert all(url.startswith(f"{base}/") or url.startswith("data:") for url in page.requests), page.requests
+    assert f"{base}/favicon.svg" in page.requests
+    assert not [p for p in problems if "AbortError" not in p and "aborted" not in p], problems
     context.close()
 
 

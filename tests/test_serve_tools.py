@@ -194,7 +194,15 @@ def test_the_page_may_only_talk_to_its_server(http: httpx.Client) -> None:
     page = http.get("/")
     csp = page.headers["content-security-policy"]
     assert "connect-src 'self'" in csp and "default-src 'none'" in csp
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp and "unsafe-inline" not in csp
     assert "http://" not in page.text and "https://" not in page.text  # nothing fetched from elsewhere
+    assert "<script>" not in page.text and "<style>" not in page.text and " style=" not in page.text
+    for path, kind in [("/static/playground.js", "text/javascript"), ("/static/playground.css", "text/css"),
+                       ("/favicon.svg", "image/svg+xml"), ("/favicon.ico", "image/svg+xml")]:  # fmt: skip
+        asset = http.get(path, headers={"Authorization": ""})
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind), path
+    assert http.get("/static/playground.js?name=../../__init__.py").content == http.get("/static/playground.js").content
+    assert http.get("/static/other.js").status_code == 404
 
 
 def test_lm_eval_prompt_ids_may_start_with_eos(http: httpx.Client) -> None:

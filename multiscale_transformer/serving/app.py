@@ -33,7 +33,7 @@ from multiscale_transformer.serving.common import ServerSettings, check_api_key,
 from multiscale_transformer.serving.engine import Engine
 from multiscale_transformer.serving.errors import APIError, error_body, install_handlers
 from multiscale_transformer.serving.metrics import Metrics, MetricsMiddleware, metrics_endpoint
-from multiscale_transformer.serving.playground import playground
+from multiscale_transformer.serving.playground import add_playground
 from multiscale_transformer.serving.protocol import ModelCard, ModelList
 from multiscale_transformer.serving.security import OriginGuard, OriginPolicy
 
@@ -93,9 +93,9 @@ def create_app(
         app.state.metrics = Metrics(app)
         v1.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.include_router(v1)
-    # Open without the key: /health for probes, and the page (it asks for the key itself).
+    # Open without the key: /health for probes, and the page and its files (it asks for the key itself).
     app.add_api_route("/health", health, methods=["GET"])
-    app.add_api_route("/", playground, methods=["GET"], include_in_schema=False)
+    add_playground(app)
     if settings.docs:
         _add_docs(app)
     if settings.cors_origins:
