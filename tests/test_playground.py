@@ -1,6 +1,6 @@
 """The playground at `axl serve`'s root, driven in a real headless Chromium (Debian's, through
 Playwright; no browser download): Complete streams the API's own answer, Infill fills at the cursor,
-Stop ends the server-side generation, Inspect draws one colored span and one gate strip per byte,
+Stop ends the server-side generation, Inspect draws one colored span and one scale-share strip per byte,
 the API key is asked for, and the page requests nothing outside the server. Screenshots are saved
 under test-artifacts/ (or $AXL_TEST_ARTIFACTS).
 
@@ -182,7 +182,7 @@ def test_inspect_colors_every_byte_and_shows_the_gates(page: object, base: str) 
     assert "gzip" in page.text_content("#inspect-summary")
     page.hover("#inspect-view .byte >> nth=4")
     tip = page.text_content("#tip")
-    assert "bits" in tip and "expected:" in tip and "gates: 1x" in tip
+    assert "bits" in tip and "expected:" in tip and "scale share: 1x" in tip and "fusion gate: 1x" in tip
     shot(page, "playground-inspect")
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from multiscale_transformer.evaluation.bpb import score_documents
-from multiscale_transformer.evaluation.inspect import inspect_bytes
+from multiscale_transformer.evaluation.inspect import inspect_bytes, recording_cross_attention, scale_shares
 from multiscale_transformer.model.config import ModelConfig
 from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.serving.app import create_app
@@ -94,8 +94,8 @@ def test_inspect_scores_like_axl_eval(http: httpx.Client, model: MultiScaleTrans
     assert result["bytes"] == len(data) == len(result["tokens"]) and result["scales"] == [1, 2, 4]
     assert [t["id"] for t in result["tokens"]] == list(data)
     for t in result["tokens"]:
-        assert len(t["top_logprobs"]) == 3 and len(t["gates"]) == 3
-        assert math.isclose(sum(t["gates"]), 1.0, abs_tol=1e-3)
+        assert len(t["top_logprobs"]) == 3 and len(t["gates"]) == len(t["shares"]) == 3
+        assert math.isclose(sum(t["gates"]), 1.0, abs_tol=1e-3) and math.isclose(sum(t["shares"]), 1.0, abs_tol=1e-3)
         assert t["top_logprobs"][0]["logprob"] >= t["logprob"] - 1e-3  # the best alternative is at least as likely
     # the same protocol as `axl eval` (sliding window, EOS before the text): the same bits per byte
     expected = score_documents(model, 64, [Document("snippet", data)], stride=32).bits_per_byte
@@ -103,6 +103,25 @@ def test_inspect_scores_like_axl_eval(http: httpx.Client, model: MultiScaleTrans
     assert result["gzip_bits_per_byte"] > 0
     # the gates are the fusion's: a second scale carries weight somewhere
     assert max(t["gates"][1] for t in result["tokens"]) > 0.01
+
+
+def test_scale_shares_show_cross_attention_where_the_gate_shows_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundled layout (cross blocks into the bytes) with its trained gate's saturation (all weight on
+    the bytes): the fusion gate says 1x 100%, the shares see what the 2x and 4x scales wrote through
+    cross-attention."""
+    model = make_model("tiny", cross_pairs=[[1, 0], [2, 0]], coarse_input="fine", n_layers_per_scale=2)
+    monkeypatch.setattr(model, "gates", lambda ups: torch.tensor([1.0, 0.0, 0.0]).expand(*ups[0].shape[:-1], 3))
+    report = inspect_bytes(model, b"def f(x):\n    return x * 2\n", top=0)
+    for b in report.bytes:
+        assert b.gates == [1.0, 0.0, 0.0] and sum(b.shares) == pytest.approx(1.0, abs=1e-5)
+        assert b.shares[1] > 0.01 and b.shares[2] > 0.01  # what the cross-attention brought
+    trace = model.forward_with_scales(torch.tensor([[257, *b"abc"]]))
+    with recording_cross_attention(model) as cross:
+        again = model.forward_with_scales(torch.tensor([[257, *b"abc"]]))
+    torch.testing.assert_close(again.logits, trace.logits)  # recording changes nothing
+    assert sorted(cross) == [(1, 0), (2, 0)] and "attend" not in vars(model.cross[0][0].attn)  # restored
+    shares = scale_shares(model, trace, {})  # without the cross-attention: only the (zero) gate's part
+    assert torch.equal(shares[..., 0], torch.ones_like(shares[..., 0]))
 
 
 def test_inspect_gates_are_the_models_fusion(model: MultiScaleTransformer) -> None:
@@ -113,6 +132,7 @@ def test_inspect_gates_are_the_models_fusion(model: MultiScaleTransformer) -> No
     flat = MultiScaleTransformer(ModelConfig.from_name("tiny").flat()).eval()
     report = inspect_bytes(flat, b"abc", top=0)
     assert [b.gates for b in report.bytes] == [[1.0]] * 3 and report.bytes[0].top == []
+    assert [b.shares for b in report.bytes] == [[1.0]] * 3
 
 
 def test_metrics_count_requests_bytes_and_queue(http: httpx.Client) -> None:

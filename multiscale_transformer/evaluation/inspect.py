@@ -8,13 +8,17 @@ the same sliding windows, so the total here is `axl eval`'s bits per byte for th
 from __future__ import annotations
 
 import math
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from multiscale_transformer.evaluation.baselines import COMPRESSORS
 from multiscale_transformer.evaluation.bpb import Window, sliding_windows
-from multiscale_transformer.model.model import MultiScaleTransformer
+from multiscale_transformer.model.model import MultiScaleTransformer, ScaleTrace
 from multiscale_transformer.model.vocab import EOS_ID
 
 LOG2 = math.log(2)
@@ -26,6 +30,7 @@ class ByteReport:
     logprob: float  # natural log of p(byte | everything before it)
     top: list[tuple[int, float]]  # the most likely ids there, with their logprobs, best first
     gates: list[float]  # the fusion's weight of each scale (finest first) at the position predicting it
+    shares: list[float]  # each scale's share of what was written into that position's stream (`scale_shares`)
 
 
 @dataclass(frozen=True)
@@ -67,17 +72,69 @@ def positions_computed(n_bytes: int, context: int, stride: int) -> int:
 def inspect_window(model: MultiScaleTransformer, ids: torch.Tensor, w: Window, top: int) -> list[ByteReport]:
     """The reports of the bytes window `w` scores (ids: `text_ids`); one forward pass. The server runs
     one window at a time between decoding steps, so an inspection delays a stream like a prefill does."""
-    logits, gates = model.forward_with_gates(ids[None, w.start : w.end])
-    logprobs = torch.log_softmax(logits[0].float(), dim=-1)[w.score_from - w.start :]  # (scored, V)
-    gate_rows = gates[0, w.score_from - w.start :].float().tolist()
+    with recording_cross_attention(model) as cross:
+        trace = model.forward_with_scales(ids[None, w.start : w.end])
+    skip = w.score_from - w.start
+    logprobs = torch.log_softmax(trace.logits[0].float(), dim=-1)[skip:]  # (scored, V)
+    gate_rows = trace.gates[0, skip:].float().tolist()
+    share_rows = scale_shares(model, trace, cross)[0, skip:].tolist()
     targets = ids[w.score_from + 1 : w.end + 1]
     chosen = logprobs.gather(1, targets[:, None])[:, 0].tolist()
     best = logprobs.topk(min(top, logprobs.shape[-1]), dim=-1)
     values, indices = best.values.tolist(), best.indices.tolist()  # (scored, k) each, k possibly 0
+    rows = zip(targets.tolist(), chosen, gate_rows, share_rows, strict=True)
     return [
-        ByteReport(byte, logprob, list(zip(indices[t], values[t], strict=True)), gate)
-        for t, (byte, logprob, gate) in enumerate(zip(targets.tolist(), chosen, gate_rows, strict=True))
+        ByteReport(byte, logprob, list(zip(indices[t], values[t], strict=True)), gate, share)
+        for t, (byte, logprob, gate, share) in enumerate(rows)
     ]
+
+
+@contextmanager
+def recording_cross_attention(model: MultiScaleTransformer) -> Iterator[dict[tuple[int, int], list[torch.Tensor]]]:
+    """While open, every cross-scale attention's output (B, n_target, d) is kept under its (source, target)
+    pair. Each block's `attn.attend` is shadowed on the instance for the duration, then restored; the
+    server runs inspections in the engine's thread between steps, whose decoding does not call it."""
+    records: dict[tuple[int, int], list[torch.Tensor]] = defaultdict(list)
+    attentions = [(pair, block.attn) for layer in model.cross for pair, block in zip(model.pairs, layer, strict=True)]
+    for pair, attn in attentions:
+        real = attn.attend
+
+        def attend(*args: Any, real: Any = real, pair: tuple[int, int] = pair, **kwargs: Any) -> torch.Tensor:
+            out = real(*args, **kwargs)
+            records[pair].append(out)
+            return out
+
+        attn.attend = attend  # type: ignore[method-assign]
+    try:
+        yield records
+    finally:
+        for _, attn in attentions:
+            del attn.attend  # the class's method again
+
+
+def scale_shares(
+    model: MultiScaleTransformer, trace: ScaleTrace, cross: dict[tuple[int, int], list[torch.Tensor]]
+) -> torch.Tensor:
+    """Each scale's share (B, T, n_scales), summing to 1, of what was written into each byte position's
+    stream before the head read it, by norm: the finest scale its stack's output; a coarser scale its
+    cross-attention outputs into the bytes (cross pairs whose target is the finest scale) plus what the
+    fusion gate mixes in of it (gate x the norm of its upsampled state).
+
+    The fusion gate alone can say nothing: in a layout where the coarse scales reach the bytes through
+    cross-attention (`axl train`'s from 2 layers per scale, the bundled model's), the trained gate
+    puts all its weight on the bytes, while the cross-attention from the 2x scale adds to each byte's
+    stream about 40% of the fine stack's norm (measured on the bundled model)."""
+    n = model.config.n_scales
+    parts = [trace.fine.norm(dim=-1)]  # (B, T)
+    for s in range(1, n):
+        into_bytes = sum((out.norm(dim=-1) for (src, dst), out in _pairs(cross) if src == s and dst == 0), 0.0)
+        parts.append(into_bytes + trace.gates[..., s] * trace.upsampled[s].norm(dim=-1))
+    total = torch.stack([torch.as_tensor(p).expand_as(parts[0]) for p in parts], dim=-1).float()  # (B, T, n)
+    return total / total.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _pairs(cross: dict[tuple[int, int], list[torch.Tensor]]) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
+    return ((pair, out) for pair, outs in cross.items() for out in outs)
 
 
 def gzip_bits_per_byte(data: bytes) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,15 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 Rope = torch.Tensor  # complex rotations (T, hd/2), see layers.apply_rope
+
+
+class ScaleTrace(NamedTuple):
+    """A forward pass with its intermediate scale states (`forward_with_scales`)."""
+
+    logits: torch.Tensor  # (B, T, V)
+    gates: torch.Tensor  # (B, T, n_scales): the fusion's weights
+    fine: torch.Tensor  # (B, T, d): the fine stack's output, before any cross-scale block
+    upsampled: list[torch.Tensor]  # every scale's final states at byte resolution, (B, T, d) each
 
 
 class Block(nn.Module):
@@ -153,12 +162,18 @@ class MultiScaleTransformer(nn.Module):
 
     def forward_with_gates(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, T, V), the fusion gate (B, T, n_scales)): the forward pass, and at every
-        position how much the byte it predicts drew on each scale (a single-scale model: all 1)."""
+        position the fusion's weight of each scale (a single-scale model: all 1)."""
+        trace = self.forward_with_scales(idx)
+        return trace.logits, trace.gates
+
+    def forward_with_scales(self, idx: torch.Tensor) -> ScaleTrace:
+        """The forward pass with what inspection shows of the scales (evaluation/inspect.py)."""
         self._check_input(idx)
         x = self.emb_dropout(self.tok_emb(idx))
-        ups = self.upsampled(self.scale_states(x, self._encode(0, x)), x.shape[1])
+        fine = self._encode(0, x)
+        ups = self.upsampled(self.scale_states(x, fine), x.shape[1])
         gates = self.gates(ups)
-        return self.head(self.post_fusion(self._mix(gates, ups))), gates
+        return ScaleTrace(self.head(self.post_fusion(self._mix(gates, ups))), gates, fine, ups)
 
     def _multiscale(self, x: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
         """Coarser stacks, cross-scale blocks, fusion and post-fusion layers on top of the fine

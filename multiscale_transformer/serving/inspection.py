@@ -1,4 +1,4 @@
-"""POST /v1/inspect: every byte of a text with the model's surprise, top alternatives and scale gates.
+"""POST /v1/inspect: every byte of a text with the model's surprise, top alternatives and scale shares.
 
 The playground's Inspect view draws this. The text is scored as `axl eval` scores a file (sliding
 window, evaluation/inspect.py), so long texts are fine up to the server's `--max-inspect-bytes`.
@@ -121,6 +121,7 @@ async def inspect(request: Request) -> Response:
                         {"id": i, "token": token_text(i), "logprob": round(lp, DIGITS)} for i, lp in b.top
                     ],
                     "gates": [round(g, DIGITS) for g in b.gates],
+                    "shares": [round(g, DIGITS) for g in b.shares],
                 }
                 for b in reports
             ],

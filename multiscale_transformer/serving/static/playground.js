@@ -222,7 +222,7 @@ function renderInspection(result) {
       byte.style.background = heat(t.bits);
       byte.dataset.i = String(j);
       const gate = document.createElement("span"); gate.className = "gate";
-      t.gates.forEach((g, s) => {
+      t.shares.forEach((g, s) => {
         const part = document.createElement("i"); part.style.height = (g * 100).toFixed(1) + "%";
         part.style.background = SCALE_COLORS[s % 4]; gate.append(part); mean[s] += g / ids.length;
       });
@@ -237,7 +237,7 @@ function renderInspection(result) {
   $("inspect-summary").innerHTML = "";
   const summary = document.createElement("span");
   summary.textContent = `${result.bytes} bytes: ${result.bits_per_byte.toFixed(3)} bits/byte by the model, ` +
-    `${result.gzip_bits_per_byte.toFixed(3)} by gzip -9 on the same text; mean gate: ${shares}`;
+    `${result.gzip_bits_per_byte.toFixed(3)} by gzip -9 on the same text; mean scale share: ${shares}`;
   summary.id = "bits-per-byte"; summary.dataset.value = String(result.bits_per_byte);
   $("inspect-summary").append(summary);
 }
@@ -250,7 +250,8 @@ function showTip(event) {
   const lines = [`byte ${Number(target.dataset.i)}: ${tokenLabel(t.token)} (0x${t.id.toString(16).padStart(2, "0")})`,
     `${t.bits.toFixed(2)} bits, p = ${(Math.exp(t.logprob) * 100).toFixed(1)}%`, "expected:"];
   for (const alt of t.top_logprobs) lines.push(`  ${tokenLabel(alt.token).padEnd(12)} ${(Math.exp(alt.logprob) * 100).toFixed(1)}%`);
-  lines.push("gates: " + state.inspection.scales.map((k, s) => `${k}x ${(t.gates[s] * 100).toFixed(0)}%`).join("  "));
+  lines.push("scale share: " + state.inspection.scales.map((k, s) => `${k}x ${(t.shares[s] * 100).toFixed(0)}%`).join("  "));
+  lines.push("fusion gate: " + state.inspection.scales.map((k, s) => `${k}x ${(t.gates[s] * 100).toFixed(0)}%`).join("  "));
   tip.textContent = lines.join("\n"); tip.style.whiteSpace = "pre";
   tip.style.display = "block";
   tip.style.left = Math.min(event.clientX + 12, window.innerWidth - 360) + "px";
