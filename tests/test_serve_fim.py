@@ -327,3 +327,99 @@ def test_axl_generate_suffix_is_the_same_infilling(fim_dir: Path, model: MultiSc
 def test_bad_editor_requests_are_400(http: httpx.Client, path: str, body: dict) -> None:
     assert_openai_error(http.post(path, json=body), 400)
     assert http.get("/health").status_code == 200
+
+
+# ---- each editor plugin's real request, replayed, and the fields it reads ----
+#
+# - Continue `openai` provider: StarCoder-templated prompt, no suffix, streamed `/v1/completions`;
+#   reads `choices[0].text` and `finish_reason`.
+# - Continue `llama.cpp` provider: `/completion` with `prompt`, `stream: true` and its sampling names
+#   (`min_p` and `mirostat` are ignored); reads each SSE event's `content`.
+# - Continue `mistral` provider: `/v1/fim/completions`; reads `choices[0].delta.content`.
+# - llama.vscode: `/infill` warm-up (`n_predict: 0`, the ring of `input_extra` chunks) then the
+#   completion (`n_indent`, `t_max_*`, `samplers`, `n_cmpl: 3`); reads `content` of an object or a list.
+# - llama.vim: `/infill` warm-up with `response_fields: [""]`, then its completion body; reads
+#   `content`, `tokens_cached` and the flat `timings/...` keys.
+
+EXTRA = [  # what llama.vim/llama.vscode keep in their ring of chunks from recently seen files
+    {"filename": "util/geometry.py", "text": "import math\n\n\ndef area(r):\n    return math.pi * r * r\n"},
+    {"filename": "util/io.py", "text": "def read(path):\n    with open(path) as f:\n        return f.read()\n"},
+]
+
+
+def test_continue_openai_provider(http: httpx.Client) -> None:
+    events = sse(http.post("/v1/completions", json=CONTINUE_REQUEST))
+    text = "".join(e["choices"][0]["text"] for e in events)
+    finishes = [e["choices"][0]["finish_reason"] for e in events if e["choices"][0]["finish_reason"]]
+    assert finishes in (["stop"], ["length"])
+    assert not any(marker in text for marker in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
+
+
+def test_continue_llama_cpp_provider(http: httpx.Client, model: MultiScaleTransformer) -> None:
+    body = {
+        "prompt": f"<fim_prefix>{PREFIX}<fim_suffix>{SUFFIX}<fim_middle>",
+        "stream": True,
+        "n_predict": 64,
+        "stop": ["<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<|endoftext|>", "\n\n"],
+        "temperature": 0.01,
+        "top_p": 0.95,
+        "top_k": 40,
+        "min_p": 0.05,
+        "mirostat": None,
+    }
+    response = http.post("/completion", json=body)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = sse(response)
+    assert events[-1]["stop"] is True and all(e["stop"] is False for e in events[:-1])
+    content = "".join(e["content"] for e in events)
+    assert "\n\n" not in content and events[-1]["tokens_predicted"] <= 64
+
+
+def test_continue_mistral_provider(http: httpx.Client) -> None:
+    body = {"model": "codestral-latest", "prompt": PREFIX, "suffix": SUFFIX, "max_tokens": 64, "temperature": 0.01,
+            "stop": ["\n\n"], "stream": True}  # fmt: skip
+    events = sse(http.post("/v1/fim/completions", json=body))
+    assert events[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert "\n\n" not in "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+
+
+def test_llama_vscode(http: httpx.Client, model: MultiScaleTransformer) -> None:
+    warm = {"id_slot": 0, "input_prefix": PREFIX, "input_suffix": SUFFIX, "input_extra": EXTRA, "prompt": "",
+            "n_predict": 0, "samplers": [], "cache_prompt": True, "t_max_prompt_ms": 500,
+            "t_max_predict_ms": 1}  # fmt: skip
+    warmed = http.post("/infill", json=warm)
+    assert warmed.status_code == 200 and warmed.json()["content"] == "" and warmed.json()["tokens_predicted"] == 0
+    body = {"id_slot": 0, "input_prefix": PREFIX, "input_suffix": SUFFIX, "input_extra": EXTRA, "prompt": "",
+            "n_predict": 128, "n_cmpl": 3, "top_k": 40, "top_p": 0.99, "stream": False,
+            "samplers": ["top_k", "top_p", "infill"], "cache_prompt": True, "n_indent": 4, "t_max_prompt_ms": 500,
+            "t_max_predict_ms": 2500, "model": ""}  # fmt: skip
+    replies = http.post("/infill", json=body).json()
+    assert isinstance(replies, list) and [r["index"] for r in replies] == [0, 1, 2]  # llama.vscode reads either shape
+    assert all(isinstance(r["content"], str) and r["stop"] is True for r in replies)
+    seeded = http.post("/infill", json={**body, "seed": 7}).json()
+    one = http.post("/infill", json={**body, "seed": 7, "n_cmpl": 1}).json()
+    assert one["content"] == seeded[0]["content"]  # completion i is seeded seed + i; the first is the single one
+
+
+def test_llama_vim(http: httpx.Client) -> None:
+    warm = {"id_slot": 0, "input_prefix": "", "input_suffix": "", "input_extra": EXTRA, "prompt": "", "n_predict": 0,
+            "temperature": 0.0, "samplers": [], "stream": False, "cache_prompt": True, "t_max_prompt_ms": 1,
+            "t_max_predict_ms": 1, "response_fields": [""]}  # fmt: skip
+    warmed = http.post("/infill", json=warm)
+    assert warmed.status_code == 200 and warmed.json() == {}
+    fields = ["content", "timings/prompt_n", "timings/prompt_ms", "timings/prompt_per_token_ms",
+              "timings/prompt_per_second", "timings/predicted_n", "timings/predicted_ms",
+              "timings/predicted_per_token_ms", "timings/predicted_per_second", "truncated",
+              "tokens_cached"]  # fmt: skip
+    body = {"id_slot": 0, "input_prefix": PREFIX, "input_suffix": SUFFIX, "input_extra": EXTRA, "prompt": "",
+            "n_predict": 128, "stop": [], "n_indent": 4, "top_k": 40, "top_p": 0.90,
+            "samplers": ["top_k", "top_p", "infill"], "stream": False, "cache_prompt": True, "t_max_prompt_ms": 500,
+            "t_max_predict_ms": 250, "response_fields": fields}  # fmt: skip
+    reply = http.post("/infill", json=body).json()
+    assert set(reply) == set(fields), json.dumps(reply)
+    assert isinstance(reply["content"], str) and reply["tokens_cached"] == 0
+    assert reply["truncated"] is True  # the two chunks and the prefix do not fit the test model's 128 bytes
+    assert reply["timings/prompt_n"] > len(PREFIX) and reply["timings/prompt_ms"] > 0
+    assert reply["timings/predicted_n"] >= 1 and reply["timings/predicted_per_second"] > 0
+    lines = reply["content"].split("\n")[1:]  # n_indent 4: no line after the first is indented less
+    assert all(not line.strip() or len(line) - len(line.lstrip()) >= 4 for line in lines)

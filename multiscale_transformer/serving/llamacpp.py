@@ -31,7 +31,7 @@ from multiscale_transformer.serving.common import (
     truncate,
 )
 from multiscale_transformer.serving.engine import Finished
-from multiscale_transformer.serving.errors import validation_error
+from multiscale_transformer.serving.errors import APIError, validation_error
 from multiscale_transformer.serving.infill import plan_infill, prompt_ids, specs_for
 from multiscale_transformer.serving.protocol import MAX_STOPS, SamplingFields, TokenId, openapi_body
 from multiscale_transformer.serving.submission import ClientGone, Submission, collect, guarded, text_deltas
@@ -62,6 +62,9 @@ class LlamaSampling(BaseModel):
     t_max_predict_ms: Annotated[int, Field(ge=0)] | None = None
     t_max_prompt_ms: int | None = None
     response_fields: Annotated[list[str], Field(max_length=64)] | None = None
+    # llama.vscode asks for several completions at once (1..4, as llama.cpp allows), not streamed:
+    # the reply is then a list, completion i sampled with seed + i.
+    n_cmpl: Annotated[int, Field(ge=1, le=4)] = 1
 
     def sampling(self, request: Request) -> Sampling:
         try:
@@ -133,19 +136,25 @@ async def infill(request: Request) -> Response:
 
 
 async def _run(request: Request, req: LlamaSampling, ids: list[int], sampling: Sampling, cut: bool) -> Response:
-    """Serve one completion of `ids`; `cut`: the request's text did not all fit the context."""
+    """Serve the completions of `ids`; `cut`: the request's text did not all fit the context."""
     settings = settings_of(request)
-    submission = Submission(engine_of(request), specs_for(ids, sampling, 1), request)
+    n = req.n_cmpl
+    if n > 1 and req.stream:
+        raise APIError(400, "n_cmpl above 1 is served without streaming", param="n_cmpl")
+    submission = Submission(engine_of(request), specs_for(ids, sampling, n), request)
     summary = _Summary(settings.name, len(ids), sampling, cut)
     if req.stream:
         return StreamingResponse(guarded(submission, _stream(submission, summary)), media_type="text/event-stream")
     try:
-        (outcome,) = await collect(submission, 1)
+        outcomes = await collect(submission, n)
     except ClientGone:
         return Response(status_code=499)
-    assert outcome.finished is not None
-    reply = summary.final(outcome.text.decode("utf-8", "replace"), outcome.finished)
-    return JSONResponse(reply if req.response_fields is None else only_fields(reply, req.response_fields))
+    replies = []
+    for i, outcome in enumerate(outcomes):
+        assert outcome.finished is not None
+        reply = summary.final(outcome.text.decode("utf-8", "replace"), outcome.finished, i, outcome.first_event)
+        replies.append(reply if req.response_fields is None else only_fields(reply, req.response_fields))
+    return JSONResponse(replies if n > 1 else replies[0])
 
 
 def only_fields(reply: dict[str, Any], paths: list[str]) -> dict[str, Any]:
@@ -169,13 +178,17 @@ class _Summary:
         self.model, self.n_prompt, self.sampling, self.truncated = model, n_prompt, sampling, truncated
         self.started = time.perf_counter()
 
-    def final(self, content: str, done: Finished) -> dict[str, Any]:
+    def final(self, content: str, done: Finished, index: int = 0, first_event: float | None = None) -> dict[str, Any]:
+        """The closing object; first_event: when the completion's first event came (the prompt read)."""
         o, p = self.sampling.options, self.sampling.options.params
         # llama.cpp ends a completion by its indentation or time limit with stop_type "limit".
         stop_type = {"eos": "eos", "word": "word"}.get(done.stopped_by or "", "limit")
-        seconds = time.perf_counter() - self.started
+        now = time.perf_counter()
+        read = (first_event or now) - self.started  # queueing and prefill, until the first byte
+        generating = now - (first_event or now)
+        n_gen = done.completion_tokens
         return {
-            "index": 0,
+            "index": index,
             "content": content,
             "stop": True,
             "model": self.model,
@@ -200,18 +213,25 @@ class _Summary:
                 "n_indent": o.min_indent,
                 "t_max_predict_ms": round(o.max_predict_s * 1000) if o.max_predict_s is not None else -1,
             },
+            "tokens_cached": 0,  # no prompt is reused between requests yet
             "timings": {
                 "prompt_n": self.n_prompt,
-                "predicted_n": done.completion_tokens,
-                "predicted_ms": seconds * 1000,
-                "predicted_per_second": done.completion_tokens / seconds if seconds > 0 else 0.0,
+                "prompt_ms": read * 1000,
+                "prompt_per_token_ms": read * 1000 / max(1, self.n_prompt),
+                "prompt_per_second": self.n_prompt / read if read > 0 else 0.0,
+                "predicted_n": n_gen,
+                "predicted_ms": generating * 1000,
+                "predicted_per_token_ms": generating * 1000 / max(1, n_gen),
+                "predicted_per_second": n_gen / generating if generating > 0 else 0.0,
             },
         }
 
 
 async def _stream(submission: Submission, summary: _Summary) -> AsyncIterator[str]:
+    first: float | None = None
     async for _, text, finished in text_deltas(submission, 1):
+        first = first or time.perf_counter()
         if text:
             yield sse({"index": 0, "content": text, "stop": False})
         if finished is not None:
-            yield sse(summary.final("", finished))
+            yield sse(summary.final("", finished, 0, first))

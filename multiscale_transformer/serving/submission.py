@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -85,6 +86,7 @@ class Outcome:
 
     text: bytearray = field(default_factory=bytearray)
     finished: Finished | None = None
+    first_event: float | None = None  # time.perf_counter() when its first event came: the prompt was read
 
 
 class StreamFailed(Exception):
@@ -100,6 +102,8 @@ async def collect(submission: Submission, n: int) -> list[Outcome]:
     outcomes = [Outcome() for _ in range(n)]
     try:
         async for event in submission.events():
+            if outcomes[event.index].first_event is None:
+                outcomes[event.index].first_event = time.perf_counter()
             if isinstance(event, Chunk):
                 outcomes[event.index].text += event.data
             elif isinstance(event, Finished):
