@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -140,6 +141,7 @@ class Engine:
         self._in_system = 0
         self._stopping = threading.Event()
         self.draining = False  # set by `drain`: no new jobs, the queued ones failed
+        self._next_call_at = 0.0  # perf_counter time before which no call runs while rows decode
         self._thread = threading.Thread(target=self._run, name="axl-scheduler", daemon=True)
 
     # Event-loop side -------------------------------------------------------------------------
@@ -246,16 +248,24 @@ class Engine:
                 self._fail(job, message, status)
 
     def _run_one_call(self) -> None:
+        """Run the next call, if any; while rows decode, calls get at most half the scheduler's time (after
+        a call that took t seconds, the next waits until the decode steps have had t seconds), so that a
+        long inspection slows the streams about as much as one more stream does."""
+        if time.perf_counter() < self._next_call_at and any(job is not None for job in self.rows):
+            return
         try:
             fn, future = self.calls.get_nowait()
         except queue.Empty:
             return
         if not future.set_running_or_notify_cancel():
             return
+        start = time.perf_counter()
         try:
             future.set_result(fn())
         except Exception as exc:  # the caller's failure, reported to the caller
             future.set_exception(exc)
+        end = time.perf_counter()
+        self._next_call_at = end + (end - start)
 
     def _fail_calls(self, message: str) -> None:
         while True:
@@ -270,7 +280,7 @@ class Engine:
         """Prefill waiting jobs into free rows, together; block while there is nothing to do. False on stop."""
         jobs: list[Job] = []
         while self.rows.count(None) > len(jobs):
-            idle = not jobs and all(job is None for job in self.rows)
+            idle = not jobs and all(job is None for job in self.rows) and self.calls.empty()
             try:
                 job = self.inbox.get(block=idle)
             except queue.Empty:

@@ -7,8 +7,9 @@ Numbers are rounded to 4 decimals. What an inspection may cost is bounded, since
   default stride, half the context, computes 2 per byte; stride 1 on 16 KiB would be 4 million);
 - size: top_logprobs x bytes at most ALTERNATIVES x `--max-inspect-bytes` (the playground asks 5);
 - queue: one inspection runs at a time, INSPECT_QUEUE in all may wait or run, more get 429;
-- sharing: its windows run one per decoding step in the engine's thread (`Engine.call`), so a
-  running stream slows as much as by one more prefill, not by a second computation beside it;
+- sharing: its windows run in the engine's thread between decoding steps (`Engine.call`), at most
+  half the scheduler's time while streams run, so a stream slows about as much as beside one more
+  stream, not by a second computation competing for the cores;
 - abandonment: a client that disconnects stops its inspection at the next window.
 """
 
