@@ -27,24 +27,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def running_serve(args: list[str], env: dict[str, str] | None = None) -> Iterator[str]:
-    """`axl serve ARGS` as a subprocess on a free port; yields its base URL once /health says 200."""
+def start_serve(args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`axl serve ARGS` as a subprocess on a free port, once /health says 200: (the process, its base URL)."""
     port = free_port()
     cmd = [sys.executable, "-m", "multiscale_transformer", "serve", "--port", str(port), *args]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if server.poll() is not None:
+            raise AssertionError(server.stdout.read().decode() if server.stdout else "axl serve exited")
+        try:
+            if httpx.get(f"{base}/health").status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            server.kill()
+            raise AssertionError("axl serve did not become ready")
+        time.sleep(0.1)
+
+
+@contextmanager
+def running_serve(args: list[str], env: dict[str, str] | None = None) -> Iterator[str]:
+    """`start_serve` for the length of a block; yields the base URL."""
+    server, base = start_serve(args, env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "axl serve did not become ready"
-            time.sleep(0.1)
         yield base
     finally:
         server.terminate()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from .conftest import make_model
-from .test_serve_cli import free_port
+from .test_serve_cli import start_serve
 
 TIMEOUT_S = 3  # --shutdown-timeout
 
@@ -44,22 +42,10 @@ def read_stream(url: str, body: dict, out: dict) -> None:
 
 def test_sigterm_ends_every_stream_with_an_event_and_exits_0(tmp_path: Path) -> None:
     model_dir = make_model("tiny").save_pretrained(tmp_path / "m")
-    port = free_port()
-    cmd = [sys.executable, "-m", "multiscale_transformer", "serve", "--model", str(model_dir), "--port", str(port),
-           "--max-batch", "2", "--shutdown-timeout", str(TIMEOUT_S), "--threads", "1",
-           "--log-level", "warning"]  # fmt: skip
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    args = ["--model", str(model_dir), "--max-batch", "2", "--shutdown-timeout", str(TIMEOUT_S), "--threads", "1",
+            "--log-level", "warning"]  # fmt: skip
+    server, base = start_serve(args)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
-            try:
-                if httpx.get(f"{base}/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-            assert time.monotonic() < deadline
         # 2 active and 2 queued streams, each far longer than the shutdown timeout.
         # (EOS is banned: a random model would otherwise end a stream by itself within a few hundred bytes)
         body = {"prompt": "def f(x):", "max_tokens": 4000, "stream": True, "logit_bias": {"257": -100}}
