@@ -139,6 +139,18 @@ def test_sigterm_saves_and_exits_cleanly(src: Path, tmp_path: Path) -> None:
     assert list((out / "checkpoints").glob("step_*.pt")) and (out / "model.safetensors").exists()
 
 
+def test_checkpoints_come_by_time_as_well_as_by_steps(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "timed"
+    by_time = ("--checkpoint-every", "1000", "--checkpoint-minutes", "0.0001", "--keep-checkpoints", "10")
+    assert axl_train(src, out, "--max-steps", "4", "--eval-every", "4", *by_time).returncode == 0
+    written = sorted(p.name for p in (out / "checkpoints").glob("step_*.pt"))
+    assert written == [f"step_000000{i}.pt" for i in (1, 2, 3, 4)]
+    steps_only = tmp_path / "steps"
+    flags = ("--checkpoint-every", "1000", "--checkpoint-minutes", "0", "--max-steps", "4", "--eval-every", "4")
+    assert axl_train(src, steps_only, *flags).returncode == 0
+    assert [p.name for p in (steps_only / "checkpoints").glob("step_*.pt")] == ["step_0000004.pt"]  # the final one
+
+
 def test_bad_resume_checkpoints_fail_before_training(src: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
     assert axl_train(src, out, "--max-steps", "2", "--checkpoint-every", "1").returncode == 0

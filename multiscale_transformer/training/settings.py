@@ -99,6 +99,13 @@ class TrainSettings:
     eval_windows: int = flag(64, "validation windows per evaluation", type=positive_int, group=RUN)
     log_every: int = flag(10, "steps between metrics rows", type=positive_int, group=RUN)
     checkpoint_every: int = flag(200, "steps between checkpoints", type=positive_int, group=RUN)
+    # By time too: 200 steps are a minute of `tiny` and hours of `reasoning`; a kill should lose minutes.
+    checkpoint_minutes: float = flag(
+        5.0,
+        "minutes between checkpoints, whichever of this and --checkpoint-every comes first (0: by steps only)",
+        type=non_negative_float,
+        group=RUN,
+    )
     keep_checkpoints: int = flag(3, "checkpoints kept", type=positive_int, group=RUN)
     resume: bool = flag(False, "continue from the last checkpoint in --out", group=RUN)
     seed: int = flag(0, "seed of weights and batches", type=int, group=RUN)

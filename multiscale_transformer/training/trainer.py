@@ -268,6 +268,7 @@ class Trainer:
         reason = "max steps"
         segment_start = time.perf_counter()
         base_elapsed, start_step = elapsed, step
+        last_saved = segment_start
         try:
             while True:
                 elapsed = base_elapsed + time.perf_counter() - segment_start
@@ -312,9 +313,11 @@ class Trainer:
                             bar.total = schedule.total
                 if step % s.eval_every == 0:
                     last_eval = self._eval_row(step, bytes_seen, base_elapsed, segment_start, bar)
-                if step % s.checkpoint_every == 0:
-                    elapsed = base_elapsed + time.perf_counter() - segment_start
-                    self._save_state(step, schedule, elapsed, bytes_seen)
+                now = time.perf_counter()
+                due = s.checkpoint_minutes > 0 and now - last_saved >= s.checkpoint_minutes * 60
+                if step % s.checkpoint_every == 0 or due:
+                    self._save_state(step, schedule, base_elapsed + now - segment_start, bytes_seen)
+                    last_saved = time.perf_counter()
                 if bar is not None:
                     bar.update(1)
         finally:
