@@ -18,6 +18,7 @@ from multiscale_transformer.commands.common import (
 )
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.config import GENERATION_DEFAULTS
+from multiscale_transformer.model.vocab import EOS_ID
 
 
 def logit_bias(text: str) -> tuple[int, float]:
@@ -28,7 +29,7 @@ def logit_bias(text: str) -> tuple[int, float]:
             return int(token), float(value)
     except ValueError:
         pass
-    raise argparse.ArgumentTypeError(f"expected ID=BIAS, e.g. 257=-100, got {text!r}")
+    raise argparse.ArgumentTypeError(f"expected ID=BIAS, e.g. {EOS_ID}=-100, got {text!r}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="ID=BIAS",
-        help="add BIAS (-100..100) to byte id ID's logit, e.g. 257=-100 never ends (repeatable)",
+        help=f"add BIAS (-100..100) to byte id ID's logit, e.g. {EOS_ID}=-100 never ends (repeatable)",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
     p.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")

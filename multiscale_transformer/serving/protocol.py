@@ -11,10 +11,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from multiscale_transformer.model.vocab import VOCAB_SIZE
+
 # Bytes are the tokens: a prompt given as token ids is a list of byte values, where BOS (256) and
 # EOS (257) may stand as context: lm-evaluation-harness starts every scored text with EOS, as
 # `axl eval` reads files. They are never text, so an echoed prompt's text leaves them out.
-TokenId = Annotated[int, Field(ge=0, le=257)]
+TokenId = Annotated[int, Field(ge=0, le=VOCAB_SIZE - 1)]
 MAX_STOPS = 16
 MAX_STOP_BYTES = 256
 
