@@ -4,8 +4,8 @@ Continuous batching: between two decode steps, waiting requests are prefilled in
 each step then advances every active row by one byte together. Each row has its own sampling
 parameters, seeded generator, history and stop sequences, so simultaneous requests never mix.
 The event loop never runs the model: it submits jobs and receives events through a callback.
-Other model work (an inspection's windows) comes as `call`s, run one per step between two decode
-steps: it delays the streams by what one prefill would, and never runs beside a step.
+Other model work (an inspection's windows) comes as `call`s, run between two decode steps, never
+beside one, and while rows decode taking at most half the scheduler's time (`_run_one_call`).
 """
 
 from __future__ import annotations
