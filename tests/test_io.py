@@ -89,6 +89,12 @@ def test_missing_truncated_and_mismatched_checkpoints(tmp_path) -> None:
         MultiScaleTransformer.from_pretrained(tmp_path / "small" / "model.safetensors")
 
 
+def test_a_pt_without_weights_names_both_formats(tmp_path) -> None:
+    torch.save({"config": {}, "step": 3}, tmp_path / "empty.pt")
+    with pytest.raises(UserError, match=r"neither 'model_state_dict' .* nor 'model'"):
+        MultiScaleTransformer.from_pretrained(tmp_path / "empty.pt")
+
+
 def test_pickled_objects_are_refused(tmp_path) -> None:
     import argparse  # any class that is not a tensor or a plain container
 

@@ -145,6 +145,10 @@ def test_checkpoints_come_by_time_as_well_as_by_steps(src: Path, tmp_path: Path)
     assert axl_train(src, out, "--max-steps", "4", "--eval-every", "4", *by_time).returncode == 0
     written = sorted(p.name for p in (out / "checkpoints").glob("step_*.pt"))
     assert written == [f"step_000000{i}.pt" for i in (1, 2, 3, 4)]
+    # A training checkpoint is a model file too: `--model run/checkpoints/step_N.pt` works everywhere.
+    last = MultiScaleTransformer.from_pretrained(out / "checkpoints" / "step_0000004.pt").state_dict()
+    final = MultiScaleTransformer.from_pretrained(out).state_dict()
+    assert all(torch.equal(last[k], final[k]) for k in final)
     steps_only = tmp_path / "steps"
     flags = ("--checkpoint-every", "1000", "--checkpoint-minutes", "0", "--max-steps", "4", "--eval-every", "4")
     assert axl_train(src, steps_only, *flags).returncode == 0

@@ -1,7 +1,8 @@
 """Model files: the AXL `.pt` checkpoint and the model directory (config.json, safetensors).
 
-A `.pt` holds {"model_state_dict": ..., "config": <plain dict>} as the AXL card loads it; it is
-read with torch.load(weights_only=True), so no arbitrary object is ever unpickled.
+A `.pt` holds {"model_state_dict": ..., "config": <plain dict>} as the AXL card loads it (a training
+checkpoint of `axl train`, with "model" for the weights, loads too); it is read with
+torch.load(weights_only=True), so no arbitrary object is ever unpickled.
 """
 
 from __future__ import annotations
@@ -137,8 +138,14 @@ def _read(path: Path, map_location: str | torch.device) -> tuple[ModelConfig, di
     if path.suffix == ".safetensors":
         return load_config(path.parent), _read_safetensors(path), path
     ckpt = _read_pt(path, map_location)
-    if "model_state_dict" not in ckpt:
-        raise UserError(f"{path}: checkpoint has no 'model_state_dict' (keys: {_few(list(ckpt))})")
+    state = ckpt.get("model_state_dict")
+    if state is None and isinstance(ckpt.get("model"), dict):  # `axl train`'s checkpoints/step_*.pt
+        state = ckpt["model"]
+    if state is None:
+        raise UserError(
+            f"{path}: checkpoint has neither 'model_state_dict' (an AXL .pt) nor 'model' (an axl train "
+            f"checkpoint) (keys: {_few(list(ckpt))})"
+        )
     raw_config = ckpt.get("config")
     if isinstance(raw_config, dict):
         try:
@@ -149,7 +156,7 @@ def _read(path: Path, map_location: str | torch.device) -> tuple[ModelConfig, di
         config = load_config(path.parent)
     else:
         raise UserError(f"{path}: checkpoint has no 'config' and there is no config.json beside it")
-    return config, ckpt["model_state_dict"], path
+    return config, state, path
 
 
 def _read_pt(path: Path, map_location: str | torch.device) -> dict[str, Any]:

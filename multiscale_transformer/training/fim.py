@@ -7,12 +7,14 @@ paper's variant, sharing PSM's sentinels) is `<PRE> <SUF> suffix <MID> prefix mi
 
 Every transformed piece ends with an EOS right after its middle, so the model learns where an
 infilling ends. A piece cut by the window's end (most pieces of a window taken from inside a long
-file) is transformed from its first bytes, leaving room for its sentinels and that EOS; before,
-its middle ran to the window's end, and the model learned that an infilling never ends (issue 29:
-32 of 32 editor infills ran to their cap). Half of the middles are whole lines (1 line in half of
-those, else 2-5), starting after the indentation as an editor's cursor does, the other half random
-spans; split points fall on UTF-8 character boundaries, so prefix, middle and suffix are each valid
-text.
+file) is transformed from its first bytes, a random number of them, and after its EOS the window
+goes on with the rest of the piece as plain text. Before, such a middle ran to the window's end and
+the model learned that an infilling never ends (issue 29: 32 of 32 editor infills ran to their cap);
+ending every such example exactly at the window's last position instead taught it a shortcut, EOS
+at position 256, P(EOS) 0.99 there and 0.002 after a real hole's middle. Half of the middles are
+whole lines (1 line in half of those, else 2-5), starting after the indentation as an editor's
+cursor does, the other half random spans; split points fall on UTF-8 character boundaries, so
+prefix, middle and suffix are each valid text.
 """
 
 from __future__ import annotations
@@ -70,8 +72,9 @@ def apply_fim(window: np.ndarray, rate: float, rng: np.random.Generator) -> np.n
     """The window (n,) with each of its documents FIM-transformed with probability `rate`; still (n,).
 
     A transformed piece is followed by EOS (the end of its middle, and of its document when the piece
-    was whole); a piece the window cuts is transformed from as many of its first bytes as leave room
-    for its sentinels and that EOS, and the window ends there."""
+    was whole). A piece the window cuts is transformed from a random number of its first bytes (at most
+    what leaves room for its sentinels and that EOS), and its remaining bytes follow the EOS as plain
+    text, so that an infilling's end falls anywhere in the window, never always at its last position."""
     if rate <= 0:
         return window
     n = len(window)
@@ -82,10 +85,11 @@ def apply_fim(window: np.ndarray, rate: float, rng: np.random.Generator) -> np.n
     used = 0
     for start, end in zip(bounds, ends, strict=True):
         piece = window[start:end]
-        take = min(len(piece), n - used - SENTINELS - 1)  # the bytes a transformed piece can keep
-        if take > 0 and rng.random() < rate:
-            # (a whole piece keeps all its bytes when the window has room: take == len(piece))
-            part = np.append(fim_piece(piece[:take], rng), EOS_ID)
+        room = n - used - SENTINELS - 1  # the most bytes a transformed piece can keep
+        if min(len(piece), room) > 0 and rng.random() < rate:
+            cut = end == n or len(piece) > room
+            take = int(rng.integers(1, min(len(piece), room) + 1)) if cut else len(piece)
+            part = np.concatenate([fim_piece(piece[:take], rng), [EOS_ID], piece[take:]]).astype(np.int64)
         else:
             part = piece if end == n else np.append(piece, EOS_ID)
         out.append(part)
