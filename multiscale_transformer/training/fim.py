@@ -11,9 +11,9 @@ file) is transformed from its first bytes, a random number of them, and after it
 goes on with the rest of the piece as plain text. Before, such a middle ran to the window's end and
 the model learned that an infilling never ends (issue 29: 32 of 32 editor infills ran to their cap);
 ending every such example exactly at the window's last position instead taught it a shortcut, EOS
-at position 256, P(EOS) 0.99 there and 0.002 after a real hole's middle. Most middles are whole lines
-(LINE_SHARE; 1 line in SINGLE_LINE_SHARE of those, else 2-5), starting after the indentation as an
-editor's cursor does, the others random spans; split points fall on UTF-8 character boundaries, so
+at position 256, P(EOS) 0.99 there and 0.002 after a real hole's middle. Half of the middles are
+whole lines (1 line in half of those, else 2-5), starting after the indentation as an editor's
+cursor does, the other half random spans; split points fall on UTF-8 character boundaries, so
 prefix, middle and suffix are each valid text.
 """
 
@@ -24,12 +24,7 @@ import numpy as np
 from multiscale_transformer.model.vocab import EOS_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID
 
 SPM_SHARE = 0.5  # share of transformed pieces in SPM order (the paper trains both jointly)
-# Share of middles that are whole lines (the holes editors ask for), and of those, single lines. At a
-# line's end a small model cannot yet read from the suffix whether the middle goes on, so these shares
-# are what it learns P(EOS) there from: with 0.5 / 0.5, EOS (~0.3) lost to a newline (~0.6) and
-# greedy infills ran on; at 0.7 / 0.7 a single line ends (docs/editors.md, stage 6).
-LINE_SHARE = 0.7
-SINGLE_LINE_SHARE = 0.7
+LINE_SHARE = 0.5  # share of middles that are whole lines (the holes editors ask for)
 SENTINELS = 3  # <PRE>, <SUF>, <MID>: what a transformed piece adds, before its EOS
 
 
@@ -52,7 +47,7 @@ def line_span(piece: np.ndarray, rng: np.random.Generator) -> tuple[int, int] | 
     if not text:
         return None
     first = text[int(rng.integers(len(text)))]
-    count = 1 if rng.random() < SINGLE_LINE_SHARE else int(rng.integers(2, 6))
+    count = 1 if rng.random() < 0.5 else int(rng.integers(2, 6))
     last = min(first + count, len(starts)) - 1
     lo, hi = int(starts[first]), int(newlines[last])
     while blank[lo]:
