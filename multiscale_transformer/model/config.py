@@ -44,19 +44,19 @@ _PUBLISHED_EXTRA_KEYS = {
 class ModelConfig:
     """Hyper-parameters of a multi-scale byte transformer (field names as in AXL's config.json)."""
 
-    vocab_size: int = 258
-    d_model: int = 256
-    n_heads: int = 4
-    d_ff: int = 688
-    n_layers_per_scale: int = 3
-    n_cross_attn_layers: int = 1
-    max_seq_len: int = 256
-    dropout: float = 0.0
-    bias: bool = False
-    rope_theta: float = 10000.0
-    downsample_factors: list[int] = field(default_factory=lambda: [1, 2, 4])
-    norm_eps: float = 1e-5
-    init_std: float = 0.02
+    vocab_size: int = 258  # 256 bytes, BOS and EOS (model/vocab.py); the FIM sentinels reuse bytes 0xF8-0xFA
+    d_model: int = 256  # width of every scale's token states
+    n_heads: int = 4  # attention heads per layer; head_dim = d_model / n_heads, even for RoPE
+    d_ff: int = 688  # SwiGLU hidden width
+    n_layers_per_scale: int = 3  # self-attention layers of each scale's stack (unless layers_per_scale)
+    n_cross_attn_layers: int = 1  # rounds of cross-scale blocks after the stacks
+    max_seq_len: int = 256  # bytes of context: the longest input, the RoPE table's length
+    dropout: float = 0.0  # on embeddings, attention and SwiGLU outputs while training
+    bias: bool = False  # biases in the linear layers (AXL has none; the GGUF export refuses them)
+    rope_theta: float = 10000.0  # RoPE base frequency
+    downsample_factors: list[int] = field(default_factory=lambda: [1, 2, 4])  # bytes per token of each scale
+    norm_eps: float = 1e-5  # RMSNorm epsilon
+    init_std: float = 0.02  # normal init of weights (projections into the residual stream shrink with depth)
     # What the coarser scales pool: "embeddings" (AXL: the byte embeddings) or "fine" (the fine stack's
     # output, as Hourglass pools processed states). Either way a token pools bytes ending at its span end.
     coarse_input: str = "embeddings"
