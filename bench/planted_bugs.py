@@ -56,7 +56,7 @@ BUGS = [
     (
         "every FIM hole counted as matched (with the suffix)",
         "multiscale_transformer/evaluation/infilling.py",
-        "s.exact_fim += _greedy_infill(model, hole) == hole.middle",
+        's.exact_fim += text.split(b"\\n")[0] == hole.middle',
         "s.exact_fim += 1",
         ["tests/test_eval_fim.py"],
     ),
