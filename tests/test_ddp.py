@@ -53,10 +53,10 @@ def test_torchrun_two_cpu_processes_train_the_one_process_model(tmp_path: Path) 
     assert one.returncode == 0, one.stderr[-3000:]
 
     ranks = [load_file(out / f"rank{r}.safetensors") for r in (0, 1)]
-    reference = MultiScaleTransformer.from_pretrained(single).state_dict()
-    initial = MultiScaleTransformer.from_pretrained(single)  # same config, the seed's initial weights
-    torch.manual_seed(0)
-    start = type(initial)(initial.config).state_dict()
+    trained = MultiScaleTransformer.from_pretrained(single)
+    reference = trained.state_dict()
+    torch.manual_seed(0)  # the runs' --seed: the weights they started from
+    start = MultiScaleTransformer(trained.config).state_dict()
     assert set(ranks[0]) == set(ranks[1]) == set(reference)
     moved = max(float((reference[k] - start[k]).abs().max()) for k in reference)
     assert moved > 100 * TOLERANCE  # the comparison below has power: training moved the weights
