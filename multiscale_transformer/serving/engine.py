@@ -217,9 +217,9 @@ class Engine:
                     except Exception as exc:  # the shared decoder step failed: fail its rows, keep serving
                         log.exception("decoder step failed")
                         self._fail_all(f"generation failed: {_reason(exc)}")
-            self._fail_all("the server is shutting down")
-            self._fail_queued("the server is shutting down")
-            self._fail_calls("the server is shutting down")
+            self._fail_all(SHUTTING_DOWN)
+            self._fail_queued(SHUTTING_DOWN)
+            self._fail_calls(SHUTTING_DOWN)
         except BaseException as exc:  # a bug in the scheduler itself: say so and let the server stop
             with self._lock:
                 self.failure = _reason(exc)

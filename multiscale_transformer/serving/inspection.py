@@ -27,6 +27,7 @@ from multiscale_transformer.evaluation.bpb import sliding_windows
 from multiscale_transformer.evaluation.inspect import (
     LOG2,
     ByteReport,
+    Inspection,
     default_stride,
     gzip_bits_per_byte,
     inspect_window,
@@ -102,16 +103,17 @@ async def inspect(request: Request) -> Response:
                 reports += await asyncio.wrap_future(engine.call(window))
     finally:
         state.inspections -= 1
+    result = Inspection(reports, list(engine.model.config.downsample_factors), context, stride)
     return JSONResponse(
         {
             "object": "inspection",
             "model": settings_of(request).name,
             "bytes": len(data),
-            "bits_per_byte": -sum(b.logprob for b in reports) / LOG2 / len(reports),
+            "bits_per_byte": result.bits_per_byte,
             "gzip_bits_per_byte": gzip_bits_per_byte(data),
-            "scales": list(engine.model.config.downsample_factors),
-            "context": context,
-            "stride": stride,
+            "scales": result.scales,
+            "context": result.context,
+            "stride": result.stride,
             "tokens": [
                 {
                     "id": b.byte,
@@ -124,7 +126,7 @@ async def inspect(request: Request) -> Response:
                     "gates": [round(g, DIGITS) for g in b.gates],
                     "shares": [round(g, DIGITS) for g in b.shares],
                 }
-                for b in reports
+                for b in result.bytes
             ],
         }
     )
