@@ -5,7 +5,7 @@ import torch
 
 from multiscale_transformer.evaluation.causality import gradient_leak, perturbation_leak
 from multiscale_transformer.model.model import MultiScaleTransformer
-from multiscale_transformer.model.scales import cross_mask, n_tokens, span_ends
+from multiscale_transformer.model.scales import Span, n_tokens, visible
 
 from .conftest import FEATURES, OPTIONS, make_model
 from .leaky import make_leaky
@@ -52,12 +52,20 @@ def test_leaky_variant_fails_the_same_checks() -> None:
 def test_span_end_bookkeeping() -> None:
     assert [n_tokens(T, 4) for T in (1, 4, 5, 8, 9)] == [1, 1, 2, 2, 3]
     # byte t reads coarse token t // 4, which ends at byte 4 * (t // 4) <= t
-    ends = span_ends(n_tokens(10, 4), 4)
-    assert ends.tolist() == [0, 4, 8]
-    mask = cross_mask(torch.arange(10), ends)  # fine queries over coarse keys
+    span = Span.of([0], 10, 4)
+    assert span is not None and (span.positions() * 4).tolist() == [[0, 4, 8]]
+    mask = visible(torch.arange(10)[None], 4, 3)[0, 0]  # fine queries over coarse keys: (10, 3)
     assert mask[3].tolist() == [True, False, False]
     assert mask[4].tolist() == [True, True, False]
     assert mask.any(dim=1).all(), "every query sees at least token 0"
+    # a decoding step: only the rows whose new byte ends a span form a token, the first at offset 0
+    step = Span.of([7, 8, 12], 1, 4)
+    assert step is not None and (step.rows, step.first, step.n, step.offset) == ([1, 2], [2, 3], 1, 0)
+    # a chunk that starts mid-span: its first new token ends 1 byte in
+    chunk = Span.of([3, 3], 6, 4)
+    assert chunk is not None and (chunk.first, chunk.n, chunk.offset) == ([1, 1], 2, 1)
+    with pytest.raises(ValueError, match="same position"):
+        Span.of([0, 1], 4, 2)
 
 
 def test_logits_do_not_depend_on_batch_neighbours() -> None:

@@ -91,25 +91,24 @@ def inspect_window(model: MultiScaleTransformer, ids: torch.Tensor, w: Window, t
 
 @contextmanager
 def recording_cross_attention(model: MultiScaleTransformer) -> Iterator[dict[tuple[int, int], list[torch.Tensor]]]:
-    """While open, every cross-scale attention's output (B, n_target, d) is kept under its (source, target)
-    pair. Each block's `attn.attend` is shadowed on the instance for the duration, then restored; the
-    server runs inspections in the engine's thread between steps, whose decoding does not call it."""
+    """While open, what every cross-scale block writes into its target's stream (its output minus
+    its input, attention and FFN: (B, n_target, d)) is kept under its (source, target) pair, through
+    forward hooks removed on exit. The server runs inspections in the engine's thread between
+    steps, so no decoding step passes the hooks meanwhile."""
     records: dict[tuple[int, int], list[torch.Tensor]] = defaultdict(list)
-    attentions = [(pair, block.attn) for layer in model.cross for pair, block in zip(model.pairs, layer, strict=True)]
-    for pair, attn in attentions:
-        real = attn.attend
+    handles = []
+    for layer in model.cross:
+        for pair, block in zip(model.pairs, layer, strict=True):
 
-        def attend(*args: Any, real: Any = real, pair: tuple[int, int] = pair, **kwargs: Any) -> torch.Tensor:
-            out = real(*args, **kwargs)
-            records[pair].append(out)
-            return out
+            def keep(_: Any, args: tuple[Any, ...], out: torch.Tensor, pair: tuple[int, int] = pair) -> None:
+                records[pair].append(out - args[0])
 
-        attn.attend = attend  # type: ignore[method-assign]
+            handles.append(block.register_forward_hook(keep))
     try:
         yield records
     finally:
-        for _, attn in attentions:
-            del attn.attend  # the class's method again
+        for handle in handles:
+            handle.remove()
 
 
 def scale_shares(
@@ -117,7 +116,7 @@ def scale_shares(
 ) -> torch.Tensor:
     """Each scale's share (B, T, n_scales), summing to 1, of what was written into each byte position's
     stream before the head read it, by norm: the finest scale its stack's output; a coarser scale its
-    cross-attention outputs into the bytes (cross pairs whose target is the finest scale) plus what the
+    cross blocks' writes into the bytes (cross pairs whose target is the finest scale) plus what the
     fusion gate mixes in of it (gate x the norm of its upsampled state).
 
     The fusion gate alone can say nothing: in a layout where the coarse scales reach the bytes through

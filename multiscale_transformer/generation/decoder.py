@@ -9,13 +9,36 @@ bytes, so every logit is the full forward pass's on a window the caller can name
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import torch
+from torch import nn
 
-if TYPE_CHECKING:
-    from multiscale_transformer.model.model import MultiScaleTransformer
+from multiscale_transformer.model.cache import ModelCache
+from multiscale_transformer.model.config import ModelConfig
+
+
+class LanguageModel(Protocol):
+    """What generation needs of a model (MultiScaleTransformer is one), named here so that
+    generation/ never imports model.model, which reaches generation/ through `model.generate`."""
+
+    config: ModelConfig
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor: ...
+
+    def hidden(
+        self,
+        idx: torch.Tensor,
+        *,
+        cache: ModelCache | None = None,
+        rows: Sequence[int] | None = None,
+        input_pos: Sequence[int] | None = None,
+    ) -> torch.Tensor: ...
+
+    def head(self, h: torch.Tensor) -> torch.Tensor: ...
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
 
 
 def keep_after_overflow(max_seq_len: int) -> int:
@@ -46,7 +69,7 @@ class Decoder(Protocol):
 class FullDecoder:
     """Reference decoder: every step runs the model on each active row's last max_seq_len bytes."""
 
-    def __init__(self, model: MultiScaleTransformer, batch_size: int = 1) -> None:
+    def __init__(self, model: LanguageModel, batch_size: int = 1) -> None:
         self.model = model
         self.batch_size = batch_size
         self.window = model.config.max_seq_len

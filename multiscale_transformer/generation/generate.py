@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from multiscale_transformer.errors import UserError
-from multiscale_transformer.generation.decoder import Decoder, FullDecoder
-from multiscale_transformer.generation.row import Accepted, CompletionOptions, RowState
+from multiscale_transformer.generation.batch import Batch, RowStep, logprobs_of, with_file_start
+from multiscale_transformer.generation.cached import CachedDecoder
+from multiscale_transformer.generation.decoder import Decoder, FullDecoder, LanguageModel
+from multiscale_transformer.generation.row import CompletionOptions, RowState
 from multiscale_transformer.generation.sampling import SamplingParams
 from multiscale_transformer.model.config import GENERATION_DEFAULTS
-from multiscale_transformer.model.vocab import BOS_ID, EOS_ID, NEVER_SAMPLED
+from multiscale_transformer.model.vocab import EOS_ID
 
-if TYPE_CHECKING:
-    from multiscale_transformer.model.model import MultiScaleTransformer
+__all__ = ["Step", "TextStream", "decode", "generate", "new_decoder", "stream", "with_file_start"]
 
 
 @dataclass(frozen=True)
@@ -29,32 +29,15 @@ class Step:
     @property
     def logprobs(self) -> torch.Tensor:
         """Log-probabilities (B, V); computed on demand, since most callers only want the ids."""
-        return torch.log_softmax(self.logits, dim=-1)
+        return logprobs_of(self.logits)
 
 
-def new_decoder(model: MultiScaleTransformer, batch_size: int, cached: bool = True) -> Decoder:
+def new_decoder(model: LanguageModel, batch_size: int, cached: bool = True) -> Decoder:
     """The KV-cached decoder (equal to the full forward pass, tested), or the full-recompute reference."""
-    from multiscale_transformer.generation.cached import CachedDecoder
-
     return CachedDecoder(model, batch_size) if cached else FullDecoder(model, batch_size)
 
 
-def with_file_start(ids: Sequence[int], window: int) -> list[int]:
-    """The prompt as the model should read it: after an EOS when it is the start of a text.
-
-    Training saw every file right after an EOS, so a prompt that fits the context is read as the
-    start of a file; without the marker a small model treats `def f():` as the middle of a file
-    (measured on the bundled model: greedy completions of bare headers were runs of spaces). A
-    prompt that already starts with BOS/EOS, or fills the context (then it is a file's middle),
-    is left alone. The EOS is context only: it is never part of the output.
-    """
-    ids = list(ids)
-    if not ids or ids[0] in (BOS_ID, EOS_ID) or len(ids) >= window:
-        return ids
-    return [EOS_ID, *ids]
-
-
-def check_prompts(model: MultiScaleTransformer, rows: list[list[int]]) -> None:
+def check_prompts(model: LanguageModel, rows: list[list[int]]) -> None:
     vocab = model.config.vocab_size
     for ids in rows:
         if not ids:
@@ -63,33 +46,23 @@ def check_prompts(model: MultiScaleTransformer, rows: list[list[int]]) -> None:
             raise UserError(f"prompt ids must be in 0..{vocab - 1}")
 
 
-@dataclass(frozen=True)
-class RowStep:
-    """One byte generated for one row: its id, the logits (V,) it was sampled from, what it released."""
-
-    row: int
-    token: int
-    logits: torch.Tensor
-    accepted: Accepted
-    state: RowState
-
-
 def decode(
-    model: MultiScaleTransformer,
+    model: LanguageModel,
     prompts: Sequence[Sequence[int]],
     options: Sequence[CompletionOptions],
     generators: Sequence[torch.Generator | None],
     decoder: Decoder | None = None,
     file_start: bool = True,
 ) -> Iterator[list[RowStep]]:
-    """The generation loop: prefill every row, then per step sample each unfinished row through its
-    `RowState` and advance those rows together in one decoder step. Yields each step's RowSteps.
+    """Generate for a fixed set of rows to the end: prefill them all, then per step sample each
+    unfinished row and advance them together (`Batch`). Yields each step's RowSteps.
 
     `axl generate`, `model.generate`, `stream` and the evaluator's probes all run this loop (the
-    server's scheduler drives the same RowState per row, with its own queueing). A caller may end a
-    row early with `step.state.end(reason)`; rows that share a generator draw from it in row order.
-    Prompts longer than the context keep their last max_seq_len bytes and beyond it the window
-    slides; `file_start` reads a prompt that fits the context as the start of a file.
+    server's scheduler drives the same Batch, admitting and releasing rows as requests come and go).
+    A caller may end a row early with `step.state.end(reason)`; rows that share a generator draw
+    from it in row order. Prompts longer than the context keep their last max_seq_len bytes and
+    beyond it the window slides; `file_start` reads a prompt that fits the context as the start of
+    a file.
     """
     rows = [list(map(int, p)) for p in prompts]
     check_prompts(model, rows)
@@ -97,30 +70,19 @@ def decode(
     live = [i for i, o in enumerate(options) if o.max_tokens > 0]
     if not live:
         return
-    decoder = decoder or new_decoder(model, len(rows))
-    window = model.config.max_seq_len
+    batch = Batch(model, decoder or new_decoder(model, len(rows)), file_start)
     with torch.inference_mode():
-        contexts = [with_file_start(rows[i], window) if file_start else rows[i] for i in live]
-        # Sampling runs on the CPU whatever the model's device: RowState keeps its counts there.
-        logits = torch.zeros(len(rows), model.config.vocab_size)
-        logits[live] = decoder.prefill_rows(live, contexts).float().cpu()
-        while live:
-            steps = []
-            next_ids = torch.zeros(len(rows), dtype=torch.long)
-            for i in live:
-                token = states[i].sample(logits[i])
-                steps.append(RowStep(i, token, logits[i], states[i].accept(token), states[i]))
-                next_ids[i] = token
+        steps = batch.admit(live, [states[i] for i in live])
+        while steps:
+            for step in steps:
+                if step.error is not None:
+                    raise step.error
             yield steps
-            live = [i for i in live if states[i].finish_reason is None]
-            if live:
-                active = torch.zeros(len(rows), dtype=torch.bool)
-                active[live] = True
-                logits = decoder.step(next_ids, active).float().cpu()
+            steps = batch.step()
 
 
 def stream(
-    model: MultiScaleTransformer,
+    model: LanguageModel,
     prompts: torch.Tensor | Sequence[Sequence[int]],
     max_new_tokens: int,
     params: SamplingParams,
@@ -131,14 +93,12 @@ def stream(
     """`decode` for a batch that all generates max_new_tokens bytes, EOS included: one Step per byte.
 
     BOS and the FIM sentinels are never sampled. `logprobs` are of the model's distribution before
-    temperature and filters (what OpenAI's API reports).
+    temperature and filters (`logprobs_of`, what OpenAI's API reports).
     """
     rows = prompts.tolist() if isinstance(prompts, torch.Tensor) else prompts
     options = CompletionOptions(max_new_tokens, params, stop_at_eos=False)
     for steps in decode(model, rows, [options] * len(rows), [generator] * len(rows), decoder, file_start):
-        logits = torch.stack([s.logits for s in steps])
-        logits[:, list(NEVER_SAMPLED)] = float("-inf")  # as sampling saw them
-        yield Step(torch.tensor([s.token for s in steps]), logits)
+        yield Step(torch.tensor([s.token for s in steps]), torch.stack([s.logits for s in steps]))
 
 
 def make_generator(seed: int | None, generator: torch.Generator | None = None) -> torch.Generator | None:
@@ -148,7 +108,7 @@ def make_generator(seed: int | None, generator: torch.Generator | None = None) -
 
 
 def generate(
-    model: MultiScaleTransformer,
+    model: LanguageModel,
     idx: torch.Tensor,
     max_new_tokens: int = GENERATION_DEFAULTS["max_new_tokens"],
     temperature: float = GENERATION_DEFAULTS["temperature"],
@@ -186,7 +146,7 @@ class TextStream:
 
     def __init__(
         self,
-        model: MultiScaleTransformer,
+        model: LanguageModel,
         prompt_ids: list[int],
         max_new_tokens: int,
         params: SamplingParams,

@@ -68,6 +68,7 @@ class RowState:
     def __init__(
         self, prompt: list[int], options: CompletionOptions, generator: torch.Generator | None, vocab: int
     ) -> None:
+        self.prompt = list(prompt)
         self.options = options
         self.generator = generator
         self.stop = [s for s in options.stop if s]

@@ -1,16 +1,19 @@
 """KV caches: preallocated key/value buffers per batch row, written at each row's own positions.
 
 Rows are independent so that sequences of different lengths (and a server's requests that start
-at different times) share one batch. A CacheView names which rows and positions one call writes.
+at different times) share one batch. `ModelCache` holds every buffer a model's decoding needs; a
+`CacheView` names which rows and positions one layer's call writes and how many keys it reads back.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import nn
+
+from multiscale_transformer.model.config import ModelConfig
+from multiscale_transformer.model.scales import n_tokens
 
 
 class KVCache(nn.Module):
@@ -19,10 +22,6 @@ class KVCache(nn.Module):
         shape = (batch, n_heads, max_len, head_dim)
         self.register_buffer("k", torch.zeros(shape), persistent=False)
         self.register_buffer("v", torch.zeros(shape), persistent=False)
-
-    def clear(self) -> None:
-        self.k.zero_()
-        self.v.zero_()
 
 
 @dataclass(frozen=True)
@@ -41,8 +40,20 @@ class CacheView:
     at: tuple[int, int] | None = None
 
     @classmethod
-    def one(cls, cache: KVCache, row: int, pos: int, length: int) -> CacheView:
-        return cls(cache, None, None, length, (row, pos))
+    def of(cls, cache: KVCache, rows: list[int], first: list[int], n: int, length: int) -> CacheView:
+        """Rows `rows` write n keys each at positions first[r] .. first[r] + n - 1, then read `length`."""
+        if len(rows) == 1 and n == 1:
+            return cls(cache, None, None, length, (rows[0], first[0]))
+        device = cache.k.device
+        pos = torch.tensor(first, device=device)[:, None] + torch.arange(n, device=device)  # (R, n)
+        return cls(cache, torch.tensor(rows, device=device), pos, length)
+
+    @classmethod
+    def reader(cls, cache: KVCache, rows: list[int], length: int) -> CacheView:
+        """Rows `rows` read their first `length` keys and write none."""
+        if len(rows) == 1:
+            return cls(cache, None, None, length, (rows[0], 0))
+        return cls(cache, torch.tensor(rows, device=cache.k.device), None, length)
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (R, H, S, hd) and return every cached key/value of the rows, (R, H, length, hd)."""
@@ -70,35 +81,54 @@ class CacheView:
         return self.cache.k[self.rows, :, : self.length], self.cache.v[self.rows, :, : self.length]
 
 
-class StepCaches(Protocol):
-    """Where one incremental step (one new byte per row) reads and writes keys and values.
+class ModelCache(nn.Module):
+    """Everything a model keeps between calls for `batch` rows of up to `max_len` bytes each.
 
-    Rows are named by their index into the step's rows; `pos` is each row's new key's position
-    and `length` how many keys the call reads back (self_view's scale n_scales names the layers after
-    the fusion, one token per byte). `keep_pooled` stores what the coarser scales pool
-    at the new bytes (ModelConfig.coarse_input); `byte_window` gives, for each of the rows, those
-    vectors of the k bytes that end at its new byte (zeros before the start of the row).
+    - `self_kv[stack][layer]`: keys and values of each self-attention layer, per scale's stack
+      (tokens of that scale), then of the post-fusion layers (stack n_scales, one per byte);
+    - `cross_kv[layer][pair]`: the source scale's keys and values of each directed cross block;
+    - `pooled`: per byte, what the coarser scales pool (ModelConfig.coarse_input), because a
+      token's span reaches back k-1 bytes into earlier calls;
+    - `slots[scale]`: the upsampled slots (B, k, d) of each coarser scale's latest token, which the
+      bytes after it read until the next token of that scale ends.
     """
 
-    def keep_pooled(self, h: torch.Tensor) -> None: ...
+    def __init__(self, cfg: ModelConfig, batch: int, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        max_len = cfg.max_seq_len
+        sizes = [n_tokens(max_len, k) for k in cfg.downsample_factors] + [max_len]
+        depths = [*cfg.scale_depths, cfg.post_fusion_layers]
 
-    def self_view(self, scale: int, layer: int, rows: list[int], pos: list[int], length: int) -> CacheView: ...
+        def kv(n: int) -> KVCache:
+            return KVCache(batch, cfg.n_heads, n, cfg.head_dim).to(device)
 
-    def cross_view(self, layer: int, pair: int, rows: list[int], pos: list[int], length: int) -> CacheView: ...
+        self.self_kv = nn.ModuleList(nn.ModuleList(kv(sizes[s]) for _ in range(n)) for s, n in enumerate(depths))
+        self.cross_kv = nn.ModuleList(
+            nn.ModuleList(kv(sizes[s]) for s, _ in cfg.directed_pairs) for _ in range(cfg.n_cross_attn_layers)
+        )
+        self.register_buffer("pooled", torch.zeros(batch, max_len, cfg.d_model, device=device), persistent=False)
+        self.slots = {
+            s: torch.zeros(batch, k, cfg.d_model, device=device) for s, k in enumerate(cfg.downsample_factors) if k > 1
+        }
 
-    def byte_window(self, rows: list[int], k: int) -> torch.Tensor: ...
+    @property
+    def batch_size(self) -> int:
+        return self.pooled.shape[0]
 
+    def keep_pooled(self, rows: list[int], start: list[int], h: torch.Tensor) -> None:
+        """What the coarser scales pool at the call's bytes, h (R, T, d)."""
+        if len(rows) == 1 and h.shape[1] == 1:
+            self.pooled[rows[0], start[0]] = h[0, 0]
+            return
+        device = self.pooled.device
+        pos = torch.tensor(start, device=device)[:, None] + torch.arange(h.shape[1], device=device)
+        self.pooled[torch.tensor(rows, device=device)[:, None], pos] = h
 
-class PassCaches(Protocol):
-    """Where one full pass over a window stores keys and values (the decoder's prefill).
-
-    `MultiScaleTransformer.scale_states` asks for the view of each self-attention layer and of each
-    directed cross-scale block; the cached decoder answers with the views of the rows it prefills.
-    `keep_pooled` stores what the coarser scales pool (B, T, d), for the steps that follow.
-    """
-
-    def keep_pooled(self, h: torch.Tensor) -> None: ...
-
-    def self_view(self, scale: int, layer: int, n_tokens: int) -> CacheView: ...
-
-    def cross_view(self, layer: int, pair: int, n_source: int) -> CacheView: ...
+    def before(self, rows: list[int], start: list[int], width: int) -> torch.Tensor:
+        """The `width` pooled vectors before each row's start (zeros before byte 0): (R, width, d)."""
+        if len(rows) == 1 and start[0] >= width:  # the steady state of decoding: a plain slice
+            return self.pooled[rows[0], start[0] - width : start[0]][None]
+        device = self.pooled.device
+        pos = torch.tensor(start, device=device)[:, None] + torch.arange(-width, 0, device=device)  # (R, width)
+        picked = self.pooled[torch.tensor(rows, device=device)[:, None], pos.clamp(min=0)]
+        return picked * (pos >= 0)[..., None]

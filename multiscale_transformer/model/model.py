@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from multiscale_transformer.errors import UserError
-from multiscale_transformer.model import step
-from multiscale_transformer.model.attention import Attention
-from multiscale_transformer.model.cache import CacheView, PassCaches, StepCaches
+from multiscale_transformer.model.attention import CAUSAL, Mask
+from multiscale_transformer.model.blocks import Block, CrossBlock
+from multiscale_transformer.model.cache import CacheView, ModelCache
 from multiscale_transformer.model.config import GENERATION_DEFAULTS, ModelConfig, memory_bytes
 from multiscale_transformer.model.io import load_weights, read_pretrained, save_model
-from multiscale_transformer.model.layers import RMSNorm, SwiGLU, rope_tables
-from multiscale_transformer.model.scales import Downsample, Upsample, cross_mask, n_tokens, span_ends
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-Rope = torch.Tensor  # complex rotations (T, hd/2), see layers.apply_rope
+from multiscale_transformer.model.layers import Dense, RMSNorm, inv_rms, normed, packed, rope_tables
+from multiscale_transformer.model.scales import Downsample, Span, Upsample, visible
 
 
 class ScaleTrace(NamedTuple):
@@ -35,55 +30,30 @@ class ScaleTrace(NamedTuple):
     upsampled: list[torch.Tensor]  # every scale's final states at byte resolution, (B, T, d) each
 
 
-class Block(nn.Module):
-    """Pre-norm transformer layer of one scale's stack: causal self-attention, then SwiGLU."""
+class Pass(NamedTuple):
+    """What one call of the model computes at its bytes, before the head."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.bias, cfg.dropout)
-        self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.ffn = SwiGLU(cfg.d_model, cfg.d_ff, cfg.bias, cfg.dropout)
-
-    def forward(self, x: torch.Tensor, rope: Rope, cache: CacheView | None = None) -> torch.Tensor:
-        """Causal self-attention over all of x (training, the decoder's prefill, which keeps the
-        keys and values in `cache`); decoding steps run step.block_step instead."""
-        h = self.attn_norm(x)
-        x = x + self.attn(h, h, rope, rope, causal=True, cache=cache)
-        return x + self.ffn(self.ffn_norm(x))
+    hidden: torch.Tensor  # (R, T, d): what the head reads
+    fine: torch.Tensor  # (R, T, d): the fine stack's output
+    gates: torch.Tensor  # (R, T, n_scales)
+    upsampled: list[torch.Tensor]  # every scale at byte resolution, (R, T, d) each
 
 
-class CrossBlock(nn.Module):
-    """One directed cross-scale block: the target scale attends to a source scale, then its own FFN."""
+class Rows(NamedTuple):
+    """Where a call's rows live in a ModelCache, and the byte position of each row's first new byte."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.query_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.source_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.bias, cfg.dropout)
-        self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.ffn = SwiGLU(cfg.d_model, cfg.d_ff, cfg.bias, cfg.dropout)
-
-    def forward(
-        self, x: torch.Tensor, src: torch.Tensor, rope_q: Rope, rope_k: Rope, mask: torch.Tensor
-    ) -> torch.Tensor:
-        return self.attend(x, *self.source_kv(src, rope_k), rope_q, mask)
-
-    def source_kv(self, src: torch.Tensor, rope_k: Rope) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of the source scale's tokens: what the decoder caches per directed pair."""
-        return self.attn.project_kv(self.source_norm(src), rope_k)
-
-    def attend(
-        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope_q: Rope, mask: torch.Tensor
-    ) -> torch.Tensor:
-        x = x + self.attn.attend(self.query_norm(x), k, v, rope_q, mask=mask)
-        return x + self.ffn(self.ffn_norm(x))
+    cache: ModelCache
+    rows: list[int]
+    start: list[int]
 
 
 class MultiScaleTransformer(nn.Module):
     """The AXL multi-scale byte transformer; forward(idx) returns logits (B, T, vocab_size).
 
     Strictly causal: logits at byte t depend on bytes 0..t only (see scales.py for the rule).
+    One forward serves training, prefill and decoding: given a ModelCache, the rows' rows in it and
+    where each row's new bytes start, it runs only the new bytes against everything the cache
+    holds (`forward(idx, cache=..., rows=..., input_pos=...)`).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -95,15 +65,15 @@ class MultiScaleTransformer(nn.Module):
         factors = cfg.downsample_factors
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.emb_dropout = nn.Dropout(cfg.dropout)
-        self.down = nn.ModuleList(nn.Identity() if k == 1 else Downsample(cfg.d_model, k, cfg.bias) for k in factors)
+        self.down = nn.ModuleList(nn.Identity() if k == 1 else Downsample(cfg.d_model, k) for k in factors)
         self.stacks = nn.ModuleList(nn.ModuleList(Block(cfg) for _ in range(n)) for n in cfg.scale_depths)
         # Directed (source, target) scale pairs with a cross block (ModelConfig.cross_pairs), in a fixed order.
         self.pairs = cfg.directed_pairs
         self.cross = nn.ModuleList(
             nn.ModuleList(CrossBlock(cfg) for _ in self.pairs) for _ in range(cfg.n_cross_attn_layers)
         )
-        self.up = nn.ModuleList(nn.Identity() if k == 1 else Upsample(cfg.d_model, k, cfg.bias) for k in factors)
-        self.fusion = nn.Linear(cfg.n_scales * cfg.d_model, cfg.n_scales, bias=cfg.bias) if cfg.n_scales > 1 else None
+        self.up = nn.ModuleList(nn.Identity() if k == 1 else Upsample(cfg.d_model, k) for k in factors)
+        self.fusion = nn.Linear(cfg.n_scales * cfg.d_model, cfg.n_scales, bias=False) if cfg.n_scales > 1 else None
         self.post = nn.ModuleList(Block(cfg) for _ in range(cfg.post_fusion_layers))
         self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
         rotation = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
@@ -115,8 +85,6 @@ class MultiScaleTransformer(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
                 nn.init.normal_(module.weight, 0.0, std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
         # GPT-2 style: shrink the projections that write into the residual stream with depth.
@@ -130,35 +98,48 @@ class MultiScaleTransformer(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def rope(self, positions: torch.Tensor) -> Rope:
-        return self.rope_rotation[positions]
-
-    def _check_input(self, idx: torch.Tensor) -> None:
-        if idx.dim() != 2:
-            raise ValueError(f"idx must have shape (batch, time), got {tuple(idx.shape)}")
-        T = idx.shape[1]
-        if not 1 <= T <= self.config.max_seq_len:
-            raise ValueError(f"sequence length {T} is outside 1..max_seq_len ({self.config.max_seq_len})")
-
-    def forward(self, idx: torch.Tensor, fine_only: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        idx: torch.Tensor,
+        fine_only: bool = False,
+        *,
+        cache: ModelCache | None = None,
+        rows: Sequence[int] | None = None,
+        input_pos: Sequence[int] | None = None,
+    ) -> torch.Tensor:
         """Logits (B, T, vocab) for byte ids idx (B, T).
 
+        Without a cache, idx is whole sequences from byte 0 (training, evaluation). With one, idx
+        holds the new bytes of cache rows `rows` (default 0..B-1), row i's first at byte
+        `input_pos[i]` (default 0: a prefill); their keys and values join the cache. Rows either all
+        start at the same position or bring one byte each (a decoding step).
         fine_only=True runs the byte embedding, the fine stack, the final norm and the tied head
         alone: exactly the path a llama-architecture GGUF export computes.
         """
-        self._check_input(idx)
-        x = self.emb_dropout(self.tok_emb(idx))  # (B, T, d)
+        where = self._where(idx, cache, rows, input_pos)
         if fine_only:
-            return self.head(self._encode(0, x))
-        return self.head(self._multiscale(x, self._encode(0, x)))
+            x = self._embed(idx)
+            return self.head(
+                self._stack(0, x, Span.of(where.start if where else [0] * len(idx), idx.shape[1], 1), where)
+            )
+        return self.head(self.run(idx, where).hidden)
+
+    def hidden(
+        self,
+        idx: torch.Tensor,
+        *,
+        cache: ModelCache | None = None,
+        rows: Sequence[int] | None = None,
+        input_pos: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """`forward` without the head: what it reads, (B, T, d); a decoder heads only the last byte."""
+        return self.run(idx, self._where(idx, cache, rows, input_pos)).hidden
 
     def forward_with_fine(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(full logits, fine-only logits) sharing one pass of the fine stack: for an auxiliary loss
         that trains the fine path, the part a GGUF export carries, as a model of its own."""
-        self._check_input(idx)
-        x = self.emb_dropout(self.tok_emb(idx))  # (B, T, d)
-        fine = self._encode(0, x)
-        return self.head(self._multiscale(x, fine)), self.head(fine)
+        out = self.run(idx, self._where(idx))
+        return self.head(out.hidden), self.head(out.fine)
 
     def forward_with_gates(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, T, V), the fusion gate (B, T, n_scales)): the forward pass, and at every
@@ -168,182 +149,202 @@ class MultiScaleTransformer(nn.Module):
 
     def forward_with_scales(self, idx: torch.Tensor) -> ScaleTrace:
         """The forward pass with what inspection shows of the scales (evaluation/inspect.py)."""
-        self._check_input(idx)
-        x = self.emb_dropout(self.tok_emb(idx))
-        fine = self._encode(0, x)
-        ups = self.upsampled(self.scale_states(x, fine), x.shape[1])
-        gates = self.gates(ups)
-        return ScaleTrace(self.head(self.post_fusion(self._mix(gates, ups))), gates, fine, ups)
+        out = self.run(idx, self._where(idx))
+        return ScaleTrace(self.head(out.hidden), out.gates, out.fine, out.upsampled)
 
-    def _multiscale(self, x: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
-        """Coarser stacks, cross-scale blocks, fusion and post-fusion layers on top of the fine
-        stack's output: (B, T, d), what the head reads."""
-        return self.post_fusion(self.fuse(self.upsampled(self.scale_states(x, fine), x.shape[1])))
+    def _where(
+        self,
+        idx: torch.Tensor,
+        cache: ModelCache | None = None,
+        rows: Sequence[int] | None = None,
+        input_pos: Sequence[int] | None = None,
+    ) -> Rows | None:
+        """Check a call's input; Rows when it runs against a cache."""
+        if idx.dim() != 2:
+            raise ValueError(f"idx must have shape (batch, time), got {tuple(idx.shape)}")
+        R, T = idx.shape
+        start = [0] * R if input_pos is None else [int(p) for p in input_pos]
+        if len(start) != R or min(start) < 0 or not 1 <= T <= self.config.max_seq_len - max(start):
+            raise ValueError(
+                f"sequence length {T} at positions {start[:4]} is outside max_seq_len ({self.config.max_seq_len})"
+            )
+        if cache is None:
+            if any(start):
+                raise ValueError("input_pos needs a cache: without one, sequences start at byte 0")
+            return None
+        return Rows(cache, list(range(R)) if rows is None else [int(r) for r in rows], start)
 
-    def upsampled(self, hs: Sequence[torch.Tensor], n_bytes: int) -> list[torch.Tensor]:
-        """Every scale's token states (`scale_states`) at byte resolution, (B, T, d) each, finest first."""
+    def run(self, idx: torch.Tensor, where: Rows | None) -> Pass:
+        """The multi-scale wiring, written once: the fine stack over the bytes, the coarser stacks
+        over the tokens whose spans end among them, the cross-scale blocks, the upsampling to bytes,
+        the fusion and the post-fusion layers. With `where`, every layer reads and extends the cache."""
+        R, T = idx.shape
+        start = where.start if where is not None else [0] * R
         factors = self.config.downsample_factors
-        return [up(h, n_bytes) if k > 1 else h for up, h, k in zip(self.up, hs, factors, strict=True)]
-
-    def post_fusion(self, h: torch.Tensor, caches: PassCaches | None = None) -> torch.Tensor:
-        """The post-fusion layers over the fused byte states (B, T, d); their caches are those of
-        stack index n_scales, so the decoder's prefill keeps them like any scale's."""
-        return self._run(self.post, self.config.n_scales, h, caches)
-
-    def scale_states(
-        self, x: torch.Tensor, fine: torch.Tensor | None = None, caches: PassCaches | None = None
-    ) -> list[torch.Tensor]:
-        """Every scale's token states (B, n_s, d) after its own stack and the cross-scale blocks.
-
-        The one description of the multi-scale wiring: the forward pass uses it, and so does the
-        cached decoder's prefill, which passes `caches` to keep every key and value it computes.
-        x: byte embeddings (B, T, d); fine: the fine stack's output when the caller already has it.
-        """
-        T = x.shape[1]
-        factors = self.config.downsample_factors
-        hs = [fine if fine is not None else self._encode(0, x, caches)]  # the fine scale reads the bytes as they are
-        pooled = self._pooled(x, hs[0])
-        if caches is not None:
-            caches.keep_pooled(pooled)
-        hs += [self._encode(i, self.down[i](pooled), caches) for i in range(1, len(factors))]
-        ends = [span_ends(n_tokens(T, k), k, x.device) for k in factors]
-        for li, layer in enumerate(self.cross):
-            snapshot = list(hs)
-            for pi, ((s, t), block) in enumerate(zip(self.pairs, layer, strict=True)):
-                k, v = block.source_kv(snapshot[s], self.rope(ends[s]))
-                if caches is not None:
-                    k, v = caches.cross_view(li, pi, snapshot[s].shape[1]).update(k, v)
-                mask = cross_mask(ends[t], ends[s])  # (n_t, n_s)
-                hs[t] = block.attend(hs[t], k, v, self.rope(ends[t]), mask)
-        return hs
-
-    def step_states(
-        self, x: torch.Tensor, positions: list[int], caches: StepCaches, w: step.StepWeights
-    ) -> dict[int, tuple[list[int], torch.Tensor]]:
-        """`scale_states` for one new byte per row: the KV-cached decoder's step.
-
-        x: the new bytes' embeddings (R, d), at byte positions `positions` of their rows. The same
-        wiring token by token: a row forms a token of scale k when its new byte's position is
-        divisible by k (that byte ends the token's span, scales.py); the new tokens run through their
-        stacks, then through the cross blocks, where they attend to every cached source token (all
-        of which end no later). Returns {scale: (the rows that formed a token, their states (R_s, d))}.
-        Which rows form tokens, and where, is Python-int bookkeeping; the blocks run as step.py's
-        one-token implementations on w, this model's `step.step_weights`, and one row takes
-        unmasked attention.
-        """
-        factors = self.config.downsample_factors
-        new: dict[int, tuple[list[int], torch.Tensor]] = {}
-        for s, k in enumerate(factors):
-            rows = [i for i, pos in enumerate(positions) if pos % k == 0]
-            if not rows:
+        x = self._embed(idx)  # (R, T, d)
+        spans = [Span.of(start, T, k) for k in factors]
+        fine = self._stack(0, x, spans[0], where)  # the fine scale reads the bytes as they are
+        pooled = fine if self.config.coarse_input == "fine" else x  # both causal: byte t from bytes <= t
+        new: dict[int, torch.Tensor] = {0: fine}
+        for s in range(1, len(factors)):
+            span = spans[s]
+            if span is None:
                 continue
-            down = w.down[s]
-            h = x if down is None else step.linear(caches.byte_window(rows, k).flatten(1), down)  # pool k bytes
-            j = [positions[i] // k for i in rows]  # token index = its position in this scale's stack
-            h = self._step_stack(w.stacks[s], s, h, rows, j, caches)
-            new[s] = (rows, h)
-            if s == 0:  # before any coarser scale pools its window, which ends at this byte
-                caches.keep_pooled(self._pooled(x, h))
-        for li, layer in enumerate(w.cross):
+            sub = _pick(pooled, span.rows)
+            before = (
+                None
+                if where is None
+                else where.cache.before(_sub(where.rows, span.rows), _sub(start, span.rows), span.k - 1)
+            )
+            new[s] = self._stack(s, self.down[s](sub, before, span), span, where)
+        if where is not None:
+            where.cache.keep_pooled(where.rows, start, pooled)
+        for li, layer in enumerate(self.cross):
             snapshot = dict(new)
             for pi, ((s, t), block) in enumerate(zip(self.pairs, layer, strict=True)):
-                k = factors[s]
-                if s in snapshot:  # this step's source tokens join the pair's cache
-                    rows_s, src = snapshot[s]
-                    j_s = [positions[i] // k for i in rows_s]
-                    keys = step.cross_source(block, src, self.row_rope([j * k for j in j_s]))  # rope at span ends
-                    caches.cross_view(li, pi, rows_s, j_s, 0).write(*keys)
-                if t not in new:
-                    continue
-                rows_t, h = new[t]
-                count = [positions[i] // k + 1 for i in rows_t]  # source tokens so far, all ending by now
-                view = caches.cross_view(li, pi, rows_t, [c - 1 for c in count], max(count))
-                rope_q = self.row_rope([positions[i] for i in rows_t])
-                h = step.cross_attend(block, h, *view.read(), rope_q, lengths_mask(count, x.device))
-                new[t] = (rows_t, h)
-        return new
+                if t in new:
+                    new[t] = self._cross(li, pi, block, snapshot, spans, where)
+                elif s in snapshot and where is not None:  # this call's source tokens still join the cache
+                    self._cross(li, pi, block, snapshot, spans, where, attend=False)
+        ups = [fine] + [self._upsampled(s, new.get(s), spans[s], start, T, where) for s in range(1, len(factors))]
+        fused, gates = self._fuse(ups)
+        hidden = self._stack(len(factors), fused, spans[0], where)
+        return Pass(hidden, fine, gates, ups)
 
-    def _pooled(self, x: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
-        """What the coarser scales pool: the byte embeddings x or the fine stack's output (before the
-        cross blocks), by ModelConfig.coarse_input. Both are causal: position t depends on bytes <= t."""
-        return fine if self.config.coarse_input == "fine" else x
+    def _embed(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.tok_emb(idx)
+        return self.emb_dropout(x) if self.training else x  # a module call less per decoded byte
 
-    def token_slots(self, scale: int, h: torch.Tensor, w: step.StepWeights) -> torch.Tensor:
-        """A coarse token's final states h (R, d) upsampled to the k bytes it serves: (R, k, d)."""
-        up = w.up[scale]
-        assert up is not None, "the finest scale has no upsampling"
-        return step.linear(h, up).view(h.shape[0], self.config.downsample_factors[scale], -1)
-
-    def byte_logits(
-        self,
-        fine: torch.Tensor,
-        coarse: Sequence[torch.Tensor],
-        positions: list[int],
-        caches: StepCaches,
-        w: step.StepWeights,
-    ) -> torch.Tensor:
-        """Logits (R, V) of one byte per row, at byte `positions`, from its fine state (R, d) and, per
-        coarser scale, the upsampling slot (R, d) its offset reads: the fusion, the post-fusion layers
-        (against stack n_scales's caches) and the head of the forward pass."""
-        h = step.fuse(w, [fine, *coarse])
-        h = self._step_stack(w.stacks[-1], self.config.n_scales, h, list(range(len(positions))), positions, caches)
-        return step.head(w, h)
-
-    def _step_stack(
-        self,
-        stack: list[step.BlockWeights],
-        index: int,
-        h: torch.Tensor,
-        rows: list[int],
-        j: list[int],
-        caches: StepCaches,
-    ) -> torch.Tensor:
-        """One new token per row in `rows` (R, d), at token index j, through stack `index`'s layers."""
-        if not stack:
-            return h
-        rope, mask = self.row_rope(j), lengths_mask([i + 1 for i in j], h.device)
-        for layer, block in enumerate(stack):
-            h = step.block_step(block, h, rope, caches.self_view(index, layer, rows, j, max(j) + 1), mask)
-        return h
-
-    def row_rope(self, positions: list[int]) -> Rope:
-        """Per-row rotations (R, 1, hd/2) that broadcast over heads (step.rotate)."""
-        if len(positions) == 1:
-            return self.rope_rotation[positions[0]].view(1, 1, -1)
-        return self.rope_rotation[torch.tensor(positions, device=self.rope_rotation.device)][:, None]
-
-    def _encode(self, scale: int, x: torch.Tensor, caches: PassCaches | None = None) -> torch.Tensor:
-        """One scale's self-attention stack over its tokens (positions = token index)."""
-        return self._run(self.stacks[scale], scale, x, caches)
-
-    def _run(self, stack: nn.ModuleList, index: int, x: torch.Tensor, caches: PassCaches | None) -> torch.Tensor:
-        """Self-attention stack `index` (a scale's, or n_scales: the post-fusion layers) over all of x."""
+    def _stack(self, index: int, h: torch.Tensor, span: Span | None, where: Rows | None) -> torch.Tensor:
+        """Self-attention stack `index` (a scale's, or n_scales: the post-fusion layers) over the
+        span's new tokens h (R_s, n, d), at token positions span.first.."""
+        stack = self.post if index == self.config.n_scales else self.stacks[index]
         if not len(stack):
-            return x
-        rope = self.rope(torch.arange(x.shape[1], device=x.device))
-        for layer, block in enumerate(stack):
-            x = block(x, rope, cache=caches.self_view(index, layer, x.shape[1]) if caches is not None else None)
-        return x
+            return h
+        assert span is not None
+        rotation = self._rotation(span, 1)
+        if where is None:
+            mask, views = self._mask(span, 1, 1, span.n), [None] * len(stack)
+        else:
+            length = max(span.first) + span.n  # keys read back: the furthest row's tokens so far
+            mask, rows = self._mask(span, 1, 1, length), _sub(where.rows, span.rows)
+            kv = where.cache.self_kv[index]
+            views = [CacheView.of(kv[i], rows, span.first, span.n, length) for i in range(len(stack))]
+        R, n, d = h.shape
+        flat = h.reshape(R * n, d)  # the blocks pass flat rows along: no reshaping between layers
+        for block, view in zip(stack, views, strict=True):
+            flat = block(flat, R, rotation, mask, view)
+        return flat.view(R, n, d)
 
-    def fuse(self, ups: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Per-byte softmax gate over the scales, all at byte resolution: (B, T, d)."""
-        return self._mix(self.gates(ups), ups)
+    def _cross(
+        self,
+        layer: int,
+        pair: int,
+        block: CrossBlock,
+        snapshot: dict[int, torch.Tensor],
+        spans: list[Span | None],
+        where: Rows | None,
+        attend: bool = True,
+    ) -> torch.Tensor:
+        """One directed cross block: this call's source tokens (if any) give keys and values, which
+        join the pair's cache; the target's new tokens attend to every source token ending no later."""
+        s, t = self.pairs[pair]
+        k_s = self.config.downsample_factors[s]
+        src = spans[s]
+        keys = None
+        if s in snapshot:
+            assert src is not None
+            keys = block.source_kv(snapshot[s], self._rotation(src, k_s))  # rotated to their span ends
+        target = spans[t]
+        assert target is not None or not attend
+        if where is not None:
+            kv = where.cache.cross_kv[layer][pair]
+            if keys is not None:
+                assert src is not None
+                CacheView.of(kv, _sub(where.rows, src.rows), src.first, src.n, 0).write(*keys)
+            if not attend:
+                return snapshot[t] if t in snapshot else snapshot[s]
+            assert target is not None
+            k_t = target.k
+            length = max((f + target.n - 1) * k_t for f in target.first) // k_s + 1  # sources ending by then
+            keys = CacheView.reader(kv, _sub(where.rows, target.rows), length).read()
+        assert keys is not None and target is not None
+        mask = self._mask(target, target.k, k_s, keys[0].shape[2])
+        return block(snapshot[t], *keys, self._rotation(target, target.k), mask)
 
-    def gates(self, ups: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The fusion's per-byte weights of the scales (B, T, n_scales), summing to 1."""
-        if self.fusion is None:
-            return ups[0].new_ones(*ups[0].shape[:-1], 1)
-        return torch.softmax(self.fusion(torch.cat(list(ups), dim=-1)), dim=-1)
+    def _upsampled(
+        self, s: int, h: torch.Tensor | None, span: Span | None, start: list[int], T: int, where: Rows | None
+    ) -> torch.Tensor:
+        """Scale s at the call's bytes (R, T, d): byte t reads slot t % k of token t // k, which may
+        have ended in an earlier call (its slots are then in the cache)."""
+        k = self.config.downsample_factors[s]
+        slots = None if h is None else self.up[s](h)  # (R_s, n*k, d)
+        if where is None:
+            assert slots is not None
+            return slots[:, :T]  # from byte 0, the new tokens serve every byte
+        cached = where.cache.slots[s]
+        rows = where.rows
+        if T == 1:  # a decoding step: the latest token's slots, new or not, sit in the cache
+            if len(rows) == 1:  # plain indexing: fewer operators for the common case
+                if slots is not None:
+                    cached[rows[0]] = slots[0, -k:]
+                return cached[rows[0], start[0] % k].view(1, 1, -1)
+            if slots is not None and span is not None:
+                cached[_index(_sub(rows, span.rows))] = slots[:, -k:]
+            return cached[_index(rows), _index([p % k for p in start])][:, None]
+        p = start[0]  # every row starts here (Span.of refuses anything else)
+        parts = [cached[_index(rows)]] if p % k else []  # the token before the call still serves its first bytes
+        if slots is not None:
+            parts.append(slots)
+            cached[_index(rows)] = slots[:, -k:]
+        return torch.cat(parts, 1)[:, p % k : p % k + T]
+
+    def _rotation(self, span: Span, unit: int) -> torch.Tensor:
+        """RoPE rotations (R_s or 1, n, 1, hd/2) of the span's tokens at their positions in the stack
+        (unit 1) or at the bytes where their spans end (unit k, cross-scale attention)."""
+        if span.n == 1 and len(set(span.first)) == 1:
+            return self.rope_rotation[span.first[0] * unit].view(1, 1, 1, -1)
+        return self.rope_rotation[span.positions(self.rope_rotation.device) * unit][:, :, None]
 
     @staticmethod
-    def _mix(gates: torch.Tensor, ups: Sequence[torch.Tensor]) -> torch.Tensor:
-        if len(ups) == 1:  # one scale: nothing to weigh
-            return ups[0]
-        return torch.einsum("bts,sbtd->btd", gates, torch.stack(list(ups)))
+    def _mask(span: Span, unit: int, key_step: int, length: int) -> Mask:
+        """Attention of the span's tokens (ending at (first + i) * unit) over `length` keys, key j
+        ending at j * key_step (scales.visible). None when one query reads exactly its visible
+        keys, CAUSAL for square self-attention from position 0."""
+        if span.n == 1 and len(span.rows) == 1 and (span.first[0] * unit) // key_step + 1 == length:
+            return None
+        if unit == key_step and not any(span.first) and length == span.n:
+            return CAUSAL
+        return visible(span.positions(None) * unit, key_step, length)
+
+    def gates(self, ups: Sequence[torch.Tensor], stacked: torch.Tensor | None = None) -> torch.Tensor:
+        """The fusion's per-byte weights of the scales (R, T, n_scales), summing to 1; `stacked`:
+        the scales side by side (R, T, S*d), when the caller has them."""
+        if self.fusion is None:  # one scale: nothing to weigh
+            return ups[0].new_ones(*ups[0].shape[:-1], 1)
+        return torch.softmax(self.fusion(torch.cat(list(ups), -1) if stacked is None else stacked), -1)
+
+    def _fuse(self, ups: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-byte softmax gate over the scales, all at byte resolution: (fused (R, T, d), gates)."""
+        if self.fusion is None:
+            return ups[0], self.gates(ups)
+        stacked = torch.cat(list(ups), -1)  # (R, T, S*d): the scales side by side, also their (S, d) stack
+        gates = self.gates(ups, stacked)  # (R, T, S)
+        R, T, S = gates.shape
+        fused = torch.bmm(gates.reshape(R * T, 1, S), stacked.view(R * T, S, -1))  # (R T, 1, d)
+        return fused.view(R, T, -1), gates
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
-        """The final norm and the LM head: logits (..., V) from hidden states (..., d)."""
-        return F.linear(self.norm_f(h), self.tok_emb.weight)  # tied with the byte embedding
+        """The final norm and the LM head, tied with the byte embedding: logits (..., V) from (..., d)."""
+        w = packed(
+            self.norm_f,
+            lambda: Dense(
+                (self.tok_emb.weight * self.norm_f.weight).t(), self.tok_emb.weight.new_zeros(self.config.vocab_size)
+            ),
+            params=[self.tok_emb.weight, self.norm_f.weight],
+        )
+        flat = h.reshape(-1, h.shape[-1])
+        return normed(flat, inv_rms(flat, self.norm_f.eps), w).view(*h.shape[:-1], -1)
 
     @torch.no_grad()
     def generate(
@@ -390,13 +391,17 @@ class MultiScaleTransformer(nn.Module):
         return save_model(self, directory, **extra)
 
 
-def lengths_mask(lengths: list[int], device: torch.device) -> torch.Tensor | None:
-    """(R, 1, 1, L) mask for one query per row that may see its first lengths[r] keys; None for one
-    row (it reads exactly its own keys), which takes SDPA's faster unmasked path."""
-    if len(lengths) == 1:
-        return None
-    n = torch.tensor(lengths, device=device)
-    return (torch.arange(max(lengths), device=device)[None] < n[:, None])[:, None, None]
+def _sub(values: Sequence[int], picks: list[int]) -> list[int]:
+    return [values[i] for i in picks]
+
+
+def _pick(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """Rows `rows` (ascending) of x; x itself when that is all of them."""
+    return x if len(rows) == x.shape[0] else x[_index(rows)]
+
+
+def _index(values: list[int]) -> torch.Tensor:
+    return torch.tensor(values)
 
 
 def _check_memory(cfg: ModelConfig) -> None:

@@ -10,8 +10,9 @@ Nothing is padded at the end, so lengths that are not multiples of k carry no pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -20,29 +21,73 @@ def n_tokens(n_bytes: int, k: int) -> int:
     return (n_bytes - 1) // k + 1 if n_bytes > 0 else 0
 
 
-def span_ends(n: int, k: int, device: torch.device | None = None) -> torch.Tensor:
-    """Byte position at which each of the first n tokens of scale k ends: (n,) long."""
-    return torch.arange(n, device=device) * k
+def visible(query_ends: torch.Tensor, key_step: int, n_keys: int) -> torch.Tensor:
+    """The masking rule of every attention in the model: a query may read a key whose span ends no
+    later than its own. query_ends (R or 1, n): the position at which each query's span ends; key i
+    ends at i * key_step (token positions in a stack: key_step 1). Returns (R or 1, 1, n, n_keys),
+    SDPA's boolean mask (True = may attend)."""
+    key_ends = torch.arange(n_keys, device=query_ends.device) * key_step
+    return (key_ends <= query_ends[..., None])[:, None]
 
 
-def cross_mask(q_ends: torch.Tensor, k_ends: torch.Tensor) -> torch.Tensor:
-    """(Tq, Tk) boolean mask, True where the key's span ends no later than the query's."""
-    return k_ends[None, :] <= q_ends[:, None]
+@dataclass(frozen=True)
+class Span:
+    """The tokens of one scale (factor k) whose spans end among one call's bytes.
+
+    A call brings T new bytes per row, row r's first at byte position start[r]; a token j is new
+    when its span's end j*k is one of them. `rows` are the call's rows that have any (indices into
+    the call's rows); each has n, the first being `first[i]`. Rows of one call either all start at
+    the same position or bring one byte each (a decoding step), so n is the same for every row and
+    the first new token's end sits `offset` bytes into every row's chunk.
+    """
+
+    k: int
+    rows: list[int]
+    first: list[int]
+    n: int
+    offset: int
+
+    @classmethod
+    def of(cls, start: list[int], T: int, k: int) -> Span | None:
+        """The new tokens of scale k, or None when no row completes one."""
+        rows, first, counts = [], [], set()
+        for r, p in enumerate(start):
+            j0, j1 = -(-p // k), (p + T - 1) // k  # first and last token ending in p .. p+T-1
+            if j1 >= j0:
+                rows.append(r)
+                first.append(j0)
+                counts.add(j1 - j0 + 1)
+        if not rows:
+            return None
+        offsets = {first[i] * k - start[r] for i, r in enumerate(rows)}
+        if len(counts) > 1 or len(offsets) > 1:
+            raise ValueError("the rows of one call must start at the same position or bring one byte each")
+        return cls(k, rows, first, counts.pop(), offsets.pop())
+
+    def positions(self, device: torch.device | None = None) -> torch.Tensor:
+        """The new tokens' indices in their stack: (R_s, n), or (1, n) when every row has the same
+        (times k: the byte positions at which they end)."""
+        firsts = self.first if len(set(self.first)) > 1 else self.first[:1]
+        return torch.tensor(firsts, device=device)[:, None] + torch.arange(self.n, device=device)
 
 
 class Downsample(nn.Module):
-    """Learned pooling of k adjacent byte embeddings (concat, Linear k*d -> d), shifted to be causal."""
+    """Learned pooling of k adjacent byte vectors (concat, Linear k*d -> d) into the token whose
+    span they are: bytes j*k-k+1 .. j*k, so token j ends at byte j*k (causal by construction)."""
 
-    def __init__(self, d_model: int, k: int, bias: bool = False) -> None:
+    def __init__(self, d_model: int, k: int) -> None:
         super().__init__()
         self.k = k
-        self.proj = nn.Linear(k * d_model, d_model, bias=bias)
+        self.proj = nn.Linear(k * d_model, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, d = x.shape
-        n = n_tokens(T, self.k)
-        shifted = F.pad(x, (0, 0, self.k - 1, 0))[:, : n * self.k]  # (B, n*k, d)
-        return self.proj(shifted.reshape(B, n, self.k * d))  # (B, n, d)
+    def forward(self, x: torch.Tensor, before: torch.Tensor | None, span: Span) -> torch.Tensor:
+        """The span's new tokens (R, n, d) from the call's bytes x (R, T, d) and the k-1 byte vectors
+        before them (R, k-1, d) (None: the call starts at byte 0, before which lie zeros)."""
+        R, _, d = x.shape
+        if before is None:
+            before = x.new_zeros(R, self.k - 1, d)
+        window = torch.cat([before, x], 1)[:, span.offset : span.offset + span.n * self.k]  # (R, n*k, d)
+        return self.proj(window.reshape(R, span.n, self.k * d))
 
 
 class Upsample(nn.Module):
@@ -52,11 +97,12 @@ class Upsample(nn.Module):
     have passed since the token's span ended, and the token never covers a byte after t.
     """
 
-    def __init__(self, d_model: int, k: int, bias: bool = False) -> None:
+    def __init__(self, d_model: int, k: int) -> None:
         super().__init__()
         self.k = k
-        self.proj = nn.Linear(d_model, k * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, k * d_model, bias=False)
 
-    def forward(self, h: torch.Tensor, n_bytes: int) -> torch.Tensor:
-        B, n, d = h.shape
-        return self.proj(h).reshape(B, n * self.k, d)[:, :n_bytes]  # (B, T, d)
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Slots (R, n*k, d) of tokens h (R, n, d), in byte order."""
+        R, n, d = h.shape
+        return self.proj(h).view(R, n * self.k, d)

@@ -17,18 +17,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import torch
 
 from multiscale_transformer.errors import first_line
-from multiscale_transformer.generation.generate import new_decoder, with_file_start
+from multiscale_transformer.generation.batch import Batch, RowStep, logprobs_of, prompt_logprobs
+from multiscale_transformer.generation.decoder import LanguageModel
+from multiscale_transformer.generation.generate import new_decoder
 from multiscale_transformer.generation.row import CompletionOptions, RowState
 from multiscale_transformer.model.vocab import EOS_ID
-
-if TYPE_CHECKING:
-    from multiscale_transformer.model.model import MultiScaleTransformer
-
 
 log = logging.getLogger("axl.serve")
 T = TypeVar("T")
@@ -120,7 +118,7 @@ class Engine:
 
     def __init__(
         self,
-        model: MultiScaleTransformer,
+        model: LanguageModel,
         max_batch: int = 8,
         max_queue: int = 64,
         on_fatal: Callable[[str], None] | None = None,
@@ -130,11 +128,9 @@ class Engine:
         self.failure: str | None = None  # why the scheduler thread died; None while it runs
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self.decoder = new_decoder(model, max_batch)
+        self.batch = Batch(model, new_decoder(model, max_batch))  # the generation loop `decode` runs too
         self.vocab = model.config.vocab_size
         self.rows: list[Job | None] = [None] * max_batch
-        self.pending: dict[int, torch.Tensor] = {}  # row -> logits for its next byte, to sample
-        self.feed: dict[int, int] = {}  # row -> the byte it sampled, for the next decoder step
         self.inbox: queue.Queue[Job | object | None] = queue.Queue()  # jobs, WAKE, or None to stop
         self.calls: queue.Queue[tuple[Callable[[], object], Future]] = queue.Queue()
         self._lock = threading.Lock()
@@ -299,7 +295,7 @@ class Engine:
 
     def _start(self, jobs: list[Job]) -> None:
         """Give each job a row and prefill them in one batch; the first bytes go out right after."""
-        started: list[tuple[int, Job]] = []
+        started: list[tuple[int, RowState]] = []
         for job in jobs:
             try:
                 spec = job.spec
@@ -315,84 +311,53 @@ class Engine:
                 continue
             row = self.rows.index(None)
             self.rows[row] = job
-            started.append((row, job))
+            started.append((row, job.state))
         if not started:
             return
         try:
-            window = self.model.config.max_seq_len
-            prompts = [with_file_start(j.spec.prompt, window) for _, j in started]  # as `stream` reads them
-            logits = self.decoder.prefill_rows([r for r, _ in started], prompts)
+            steps = self.batch.admit([row for row, _ in started], [state for _, state in started])
         except Exception as exc:
-            for row, job in started:
+            for row, _ in started:
+                job = self.rows[row]
+                assert job is not None
                 self._release(row)
                 self._fail(job, f"prefill failed: {exc}")
             return
-        for (row, job), row_logits in zip(started, logits, strict=True):
-            self._sample_and_advance(row, job, row_logits)
+        self._publish(steps)
 
     def _prompt_logprobs(self, prompt: list[int], top: int) -> list[ByteLogprob | None]:
-        ids = torch.tensor([prompt], dtype=torch.long)
-        logprobs = torch.log_softmax(self.model(ids)[0].float(), dim=-1)  # (T, V)
-        out: list[ByteLogprob | None] = [None]
-        for t in range(1, len(prompt)):
-            out.append(_record(logprobs[t - 1], prompt[t], top))
-        return out
+        logprobs = prompt_logprobs(self.model, prompt)  # (T-1, V): as generation reads the prompt
+        return [None] + [_record(logprobs[t - 1], prompt[t], top) for t in range(1, len(prompt))]
 
     def _step(self) -> None:
-        """Sample every row that has logits, then advance all rows with a new byte in one decoder step."""
+        """Drop cancelled rows, then advance every other row by one byte together."""
         for row, job in enumerate(self.rows):
             if job is not None and job.cancelled:
                 self._release(row)
                 self._done(job)
-            elif job is not None and row in self.pending:
-                self._sample_and_advance(row, job, self.pending.pop(row))
-        if not self.feed:
-            return
-        next_ids = torch.zeros(self.max_batch, dtype=torch.long)
-        active = torch.zeros(self.max_batch, dtype=torch.bool)
-        for row, token in self.feed.items():
-            next_ids[row], active[row] = token, True
-        self.feed.clear()
-        logits = self.decoder.step(next_ids, active)
-        for row in active.nonzero().flatten().tolist():
-            self.pending[row] = logits[row]
+        self._publish(self.batch.step())
 
-    def _sample_and_advance(self, row: int, job: Job, logits: torch.Tensor) -> None:
-        """Sample one row; a failure there (a bug, or values sampling cannot handle) fails that row alone."""
-        try:
-            token = self._sample(job, logits)
-            keep = self._advance(job, token)
-        except Exception as exc:
-            log.exception("sampling failed for one completion")
-            self._release(row)
-            self._fail(job, f"sampling failed: {_reason(exc)}")
-            return
-        if keep:
-            self.feed[row] = token
-        else:
-            self._release(row)
-
-    def _sample(self, job: Job, logits: torch.Tensor) -> int:
-        assert job.state is not None
-        token = job.state.sample(logits)
-        if job.spec.logprobs is not None:  # the model's own distribution, as OpenAI reports
-            job.records.append(_record(torch.log_softmax(logits.float(), dim=-1), token, job.spec.logprobs))
-        return token
-
-    def _advance(self, job: Job, token: int) -> bool:
-        """Account for one sampled byte; send what is final; False when the job has finished."""
-        state = job.state
-        assert state is not None
-        start = state.emitted
-        accepted = state.accept(token)
-        if accepted.text:
-            records = job.records[start : state.emitted] if job.spec.logprobs is not None else []
-            job.sink(Chunk(job.index, accepted.text, records))
-        if accepted.finish_reason is None:
-            return True
-        eos = job.records[-1] if token == EOS_ID and job.spec.logprobs is not None else None
-        self._finish(job, accepted.finish_reason, eos)
-        return False
+    def _publish(self, steps: list[RowStep]) -> None:
+        """Send what each sampled byte made final; finish, or fail alone, the rows that ended."""
+        for step in steps:
+            job = self.rows[step.row]
+            assert job is not None
+            if step.error is not None:
+                log.error("sampling failed for one completion", exc_info=step.error)
+                self._release(step.row)
+                self._fail(job, f"sampling failed: {_reason(step.error)}")
+                continue
+            state, logprobs = step.state, job.spec.logprobs
+            if logprobs is not None:  # the model's own distribution, as OpenAI reports
+                job.records.append(_record(logprobs_of(step.logits), step.token, logprobs))
+            start = state.emitted - len(step.accepted.text)
+            if step.accepted.text:
+                records = job.records[start : state.emitted] if logprobs is not None else []
+                job.sink(Chunk(job.index, step.accepted.text, records))
+            if step.accepted.finish_reason is not None:
+                eos = job.records[-1] if step.token == EOS_ID and logprobs is not None else None
+                self._release(step.row)
+                self._finish(job, step.accepted.finish_reason, eos)
 
     def _finish(self, job: Job, reason: str, eos: ByteLogprob | None = None) -> None:
         state = job.state
@@ -410,9 +375,7 @@ class Engine:
 
     def _release(self, row: int) -> None:
         self.rows[row] = None
-        self.pending.pop(row, None)
-        self.feed.pop(row, None)
-        self.decoder.release(row)
+        self.batch.release(row)
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,6 +1,5 @@
-"""The decoder's one-token blocks (model/step.py) on weights a trained model has: RMSNorm gains
-folded into the projections, a fusion that weighs the scales, biases; and when their packed copy
-is remade."""
+"""The folded layers (model/layers.py) on weights a trained model has: RMSNorm gains folded into
+the projections, a fusion that weighs the scales; and when the folded copy is remade."""
 
 import pytest
 import torch
@@ -8,8 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multiscale_transformer.generation.cached import CachedDecoder
-from multiscale_transformer.model.layers import RMSNorm
-from multiscale_transformer.model.step import drop_step_weights, inv_rms, step_weights
+from multiscale_transformer.model.layers import RMSNorm, forget_packed, inv_rms
 
 from .conftest import FEATURES, OPTIONS, make_model
 from .test_cached import assert_decoders_agree, assert_rows_at_different_positions_agree
@@ -17,7 +15,7 @@ from .test_cached import assert_decoders_agree, assert_rows_at_different_positio
 
 def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
     """Move every parameter away from its initial value: a fresh model's norm gains are all 1, its
-    fusion weights and biases 0, and folding a gain of 1 into a projection would prove nothing."""
+    fusion weights 0, and folding a gain of 1 into a projection would prove nothing."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
@@ -28,7 +26,7 @@ def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-CASES = {**OPTIONS, "bias": {**FEATURES, "bias": True}, "published": FEATURES}
+CASES = {**OPTIONS, "published": FEATURES}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -50,23 +48,26 @@ def test_inverse_rms_of_one_row_and_of_several() -> None:
     torch.testing.assert_close(x[:1] * one * gain, expected[:1])
 
 
-def test_packed_weights_follow_in_place_updates() -> None:
+def test_folded_weights_follow_in_place_updates() -> None:
     model = make_model("tiny")
-    packed = step_weights(model)
-    assert step_weights(model) is packed  # unchanged weights: the same copy, no repacking
-    wq = model.stacks[0][0].attn.wq.weight
+    block = model.stacks[0][0]
     with torch.no_grad():
+        packed = block.weights()
+        assert block.weights() is packed  # unchanged weights: the same copy, no refolding
+        wq = block.attn.wq.weight
         wq.mul_(2)  # an optimizer-style in-place update bumps the version
-    repacked = step_weights(model)
-    assert repacked is not packed
-    torch.testing.assert_close(repacked.stacks[0][0].qkv.weight[:, : wq.shape[0]], wq.t())  # gain 1
-    wq.data.zero_()  # through .data the version does not change ...
-    assert step_weights(model) is repacked
-    drop_step_weights(model)  # ... which is why every decoder starts by dropping the copy
-    assert not step_weights(model).stacks[0][0].qkv.weight[:, : wq.shape[0]].any()
-    wq.data.fill_(1.0)
-    CachedDecoder(model)  # a new decoder packs the weights as they are now
-    assert step_weights(model).stacks[0][0].qkv.weight[:, : wq.shape[0]].eq(1).all()
+        refolded = block.weights()
+        assert refolded is not packed
+        torch.testing.assert_close(refolded.qkv.weight[:, : wq.shape[0]], wq.t())  # gain 1
+        wq.data.zero_()  # through .data the version does not change ...
+        assert block.weights() is refolded
+        forget_packed(model)  # ... which is why every decoder starts by forgetting the copy
+        assert not block.weights().qkv.weight[:, : wq.shape[0]].any()
+        wq.data.fill_(1.0)
+        CachedDecoder(model)  # a new decoder folds the weights as they are now
+        assert block.weights().qkv.weight[:, : wq.shape[0]].eq(1).all()
+    folded = block.weights()  # autograd recording: made anew, so gradients reach the parameters
+    assert folded.qkv.weight.requires_grad and folded is not block.weights()
 
 
 class Scaled(nn.Linear):
@@ -76,8 +77,8 @@ class Scaled(nn.Linear):
         return 2 * super().forward(x)
 
 
-def test_a_swapped_in_layer_is_refused_not_decoded_wrong() -> None:
+def test_a_swapped_in_layer_is_refused_not_run_wrong() -> None:
     model = make_model("tiny")
     model.stacks[0][0].attn.wq = Scaled(model.config.d_model, model.config.d_model, bias=False)
     with pytest.raises(TypeError, match=r"plain nn\.Linear weights, not Scaled"):
-        CachedDecoder(model)
+        model(torch.tensor([[1, 2, 3]]))
