@@ -306,7 +306,7 @@ _MINI = _axl(96, 2, 256, 2)
 # coarse20 (docs/quality.md): pooling the fine stack's output measured 0.12-0.24 bits/byte better at
 # 20 CPU-minutes. The trained layouts all have it, and FIM, whose rate cost at most 0.012 bits/byte
 # left to right (docs/editors.md) and buys infilling.
-_TRAINED = {"coarse_input": "fine", "fim": True}
+_TRAINED: dict[str, Any] = {"coarse_input": "fine", "fim": True}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": _TINY,
