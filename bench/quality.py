@@ -11,7 +11,8 @@ A configuration is ARCH-OPTIMIZER-SCHEDULE[@key=value,...]: ARCH `ms` (the prese
 equal-parameter single-scale twin, `ModelConfig.flat()`), OPTIMIZER a training/optim.py name,
 SCHEDULE a training/schedule.py kind; options lr=, wd=, seed=, fim=, coarse= (ModelConfig.coarse_input),
 layers= (ModelConfig.layers_per_scale, e.g. 1-2-3), post= (ModelConfig.post_fusion_layers), pairs=
-(ModelConfig.cross_pairs as SOURCE:TARGET+..., e.g. 1:0+2:0), cross= (ModelConfig.n_cross_attn_layers).
+(ModelConfig.cross_pairs as SOURCE:TARGET+..., e.g. 1:0+2:0), cross= (ModelConfig.n_cross_attn_layers);
+an option not given keeps the preset's value, so `ms` is what `axl train --preset` builds.
 
 Side by side, on one thread: every configuration has its own model, optimizer, schedule and batch
 stream, and one process trains them in turn, `--slice` CPU-seconds each. Each is charged only the
@@ -52,6 +53,7 @@ from multiscale_transformer.model.config import ModelConfig
 from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.training import sdist
 from multiscale_transformer.training.data import Corpus, Document, batch_rng, prepare_corpus, sample_batch
+from multiscale_transformer.training.fim import default_fim_rate
 from multiscale_transformer.training.optim import build_optimizer
 from multiscale_transformer.training.pypi_corpus import HELDOUT_PACKAGES, RESERVED
 from multiscale_transformer.training.schedule import Schedule, default_warmup
@@ -80,12 +82,13 @@ class Spec:
     lr: float | None = None
     weight_decay: float | None = None
     seed: int = 0
-    fim: float = 0.0  # share of documents trained as fill-in-the-middle
-    coarse: str = "embeddings"  # ModelConfig.coarse_input: what the coarser scales pool
-    layers: str = ""  # ModelConfig.layers_per_scale as "1-2-3"; empty: the preset's
-    post: int = 0  # ModelConfig.post_fusion_layers
-    pairs: str = ""  # ModelConfig.cross_pairs as "1:0+2:0"; empty: every pair
-    cross: int | None = None  # ModelConfig.n_cross_attn_layers; None: the preset's
+    # Each option below left unset (None, empty) keeps the preset's value, so `ms` is the preset itself.
+    fim: float | None = None  # share of documents trained as fill-in-the-middle; None: the preset's default
+    coarse: str | None = None  # ModelConfig.coarse_input: what the coarser scales pool
+    layers: str = ""  # ModelConfig.layers_per_scale as "1-2-3"
+    post: int | None = None  # ModelConfig.post_fusion_layers
+    pairs: str = ""  # ModelConfig.cross_pairs as "1:0+2:0"
+    cross: int | None = None  # ModelConfig.n_cross_attn_layers
 
 
 def parse_spec(text: str, seed: int) -> Spec:
@@ -126,7 +129,13 @@ def split_configs(text: str) -> list[str]:
 def model_config(preset: str, spec: Spec) -> ModelConfig:
     """The arm's model: the preset with the spec's architecture options, or, for `flat`, the
     equal-parameter twin of that multi-scale model (so `flat-...@layers=2-2-6` matches its `ms` arm)."""
-    options: dict[str, Any] = {"coarse_input": spec.coarse, "fim": spec.fim > 0, "post_fusion_layers": spec.post}
+    options: dict[str, Any] = {}
+    if spec.fim is not None:
+        options["fim"] = spec.fim > 0
+    if spec.coarse is not None:
+        options["coarse_input"] = spec.coarse
+    if spec.post is not None:
+        options["post_fusion_layers"] = spec.post
     if spec.layers:
         options["layers_per_scale"] = [int(n) for n in spec.layers.split("-")]
     if spec.pairs:
@@ -205,6 +214,7 @@ class Arm:
     def __init__(self, spec: Spec, args: argparse.Namespace, corpus: Corpus) -> None:
         self.spec, self.args, self.corpus = spec, args, corpus
         self.config = model_config(args.preset, spec)  # options validated by ModelConfig
+        self.fim_rate = default_fim_rate(self.config) if spec.fim is None else spec.fim
         torch.manual_seed(spec.seed)
         self.model = MultiScaleTransformer(self.config).train()
         self.optimizer = build_optimizer(self.model, spec.optimizer, spec.lr, spec.weight_decay)
@@ -228,7 +238,7 @@ class Arm:
     def _forward_backward(self) -> float:
         T = self.config.max_seq_len
         rng = batch_rng(self.spec.seed, self.step, 0)
-        batch = sample_batch(self.corpus, self.args.batch_size, T, rng, self.spec.fim)
+        batch = sample_batch(self.corpus, self.args.batch_size, T, rng, self.fim_rate)
         x, y = _to_device(batch, torch.device("cpu"))
         loss, _, _ = self.loss(x, y)
         loss.backward()
@@ -266,8 +276,8 @@ class Arm:
             "optimizer": self.spec.optimizer,
             "schedule": self.spec.schedule,
             "seed": self.spec.seed,
-            "fim": self.spec.fim,
-            "coarse_input": self.spec.coarse,
+            "fim": self.fim_rate,
+            "coarse_input": self.config.coarse_input,
             "layers_per_scale": self.config.scale_depths,
             "post_fusion_layers": self.config.post_fusion_layers,
             "cross_pairs": self.config.directed_pairs if self.config.n_cross_attn_layers else [],
@@ -410,7 +420,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated ARCH-OPTIMIZER-SCHEDULE")
     p.add_argument("--budgets", type=lambda s: [float(x) for x in s.split(",")], default=[2, 5, 10, 20],
                    help="CPU-minutes per configuration at which to evaluate (default 2,5,10,20)")  # fmt: skip
-    p.add_argument("--preset", default="mini", help="model preset (default mini: the bundled model's size)")
+    p.add_argument(
+        "--preset",
+        default="mini",
+        help="model preset (default mini: AXL's layout at the bundled model's size; mini-post20 is its layout)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0, help="seed of weights and batches unless a config sets one")

@@ -10,7 +10,6 @@ import torch
 from safetensors import safe_open
 
 from multiscale_transformer.commands.common import model_path_from_args
-from multiscale_transformer.commands.train import train_architecture
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.evaluation.causality import perturbation_leak
 from multiscale_transformer.model.config import ModelConfig
@@ -26,11 +25,10 @@ def test_bundled_model_is_installed_causal_and_loads_as_float32() -> None:
     with safe_open(str(path / "model.safetensors"), "pt") as f:
         assert f.get_tensor("tok_emb.weight").dtype == torch.float16  # stored in 16 bits
     model = MultiScaleTransformer.from_pretrained(path)
-    # Fill-in-the-middle trained (issue 13), with the layout `axl train` builds for `mini` (issue 12:
+    # Fill-in-the-middle trained (issue 13), in the layout `axl train --preset mini-post20` builds (issue 12:
     # Hourglass pooling, cross blocks k->1x, layers 2-3-3, two layers after the fusion).
-    layout = train_architecture(ModelConfig.from_name("mini").to_dict())
-    assert layout["post_fusion_layers"] == 2 and layout["cross_pairs"] == [[1, 0], [2, 0]]
-    assert model.config == ModelConfig.from_name("mini", fim=True, **layout)
+    assert model.config == ModelConfig.from_name("mini-post20")
+    assert model.config.fim and model.config.post_fusion_layers == 2 and model.config.cross_pairs == [[1, 0], [2, 0]]
     assert model.tok_emb.weight.dtype == torch.float32
     with torch.no_grad():
         assert perturbation_leak(model, 258, [5, 64, 256], cuts_per_length=3).magnitude == 0.0

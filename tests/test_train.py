@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from multiscale_transformer.model.config import ModelConfig
 from multiscale_transformer.model.model import MultiScaleTransformer
 
 from .test_data import small_corpus
@@ -21,7 +20,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 def train_args(src: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "multiscale_transformer", "train", "--data", str(src), "--out", str(out),
-        "--cache-dir", str(out.parent / "cache"), "--preset", "tiny", "--context", "32", "--batch-size", "4",
+        "--cache-dir", str(out.parent / "cache"), "--preset", "tiny-coarse20", "--context", "32", "--batch-size", "4",
         "--eval-windows", "8", "--log-every", "1", "--threads", "1", "--seed", "3", "--quiet", *extra,
     ]  # fmt: skip
 
@@ -77,8 +76,8 @@ def test_sigkill_then_resume_continues_exactly(src: Path, tmp_path: Path) -> Non
 
 def test_outputs_and_model_load(src: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    depth = ("--config", '{"n_layers_per_scale": 2}')  # where train_architecture adds the post20 layout
-    done = axl_train(src, out, "--max-steps", "6", "--eval-every", "3", "--fine-loss-weight", "0.2", *depth)
+    preset = ("--preset", "mini-post20")  # wins over train_args' preset: every architecture option on
+    done = axl_train(src, out, "--max-steps", "6", "--eval-every", "3", "--fine-loss-weight", "0.2", *preset)
     assert done.returncode == 0, done.stderr
     model = MultiScaleTransformer.from_pretrained(out)
     assert model.config.max_seq_len == 32
@@ -94,33 +93,6 @@ def test_outputs_and_model_load(src: Path, tmp_path: Path) -> None:
     assert json.loads((out / "config.json").read_text())["training_results"]["steps"] == 6
     assert (out / "training.png").stat().st_size > 1000
     assert [r["step"] for r in rows(out) if "val_bpb" in r] == [3, 6]
-
-
-@pytest.mark.parametrize(
-    ("flags", "preset", "expected"),
-    [
-        ([], "tiny", {"coarse_input": "fine", "cross_pairs": None, "post_fusion_layers": 0}),
-        (["--preset", "mini"], "mini", {"cross_pairs": [[1, 0], [2, 0]], "layers_per_scale": [2, 3, 3]}),
-        (["--preset", "mini"], "mini", {"coarse_input": "fine", "post_fusion_layers": 2}),
-        (["--config", '{"n_layers_per_scale": 3}'], "tiny", {"layers_per_scale": [3, 4, 4], "post_fusion_layers": 3}),
-        (["--config", '{"coarse_input": "embeddings"}'], "tiny", {"coarse_input": "embeddings"}),
-        (
-            ["--preset", "mini", "--config", '{"post_fusion_layers": 0, "cross_pairs": null}'],
-            "mini",
-            {"post_fusion_layers": 0, "cross_pairs": None},
-        ),
-        (["--config", '{"downsample_factors": [1]}'], "tiny", {"post_fusion_layers": 0, "layers_per_scale": None}),
-    ],
-)
-def test_new_models_get_the_adopted_layout_unless_the_config_says_otherwise(
-    flags: list[str], preset: str, expected: dict
-) -> None:
-    from multiscale_transformer.cli import build_parser
-    from multiscale_transformer.commands.train import _config
-
-    config = _config(build_parser().parse_args(["train", "--out", "unused", *flags]))
-    assert {key: getattr(config, key) for key in expected} == expected
-    assert config.d_model == ModelConfig.from_name(preset).d_model
 
 
 def test_sigterm_saves_and_exits_cleanly(src: Path, tmp_path: Path) -> None:

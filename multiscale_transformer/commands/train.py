@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.settings import add_flags, duration, from_flags, positive_int
@@ -14,31 +14,10 @@ if TYPE_CHECKING:
     from multiscale_transformer.training.settings import TrainSettings
 
 # duration: the --time-budget type, for bench/
-__all__ = ["add_arguments", "duration", "run", "settings", "train_architecture"]
+__all__ = ["DEFAULT_PRESET", "add_arguments", "duration", "run", "settings"]
 
-
-def train_architecture(fields: dict[str, Any]) -> dict[str, Any]:
-    """What a new model gets unless --config says otherwise: the layout that won docs/quality.md's
-    sweeps for its depth n (layers per scale). Every multi-scale model: the coarse scales pool the
-    fine stack's output (Hourglass; coarse20). From n = 2 (post20, `mini`: ahead of its
-    equal-parameter flat twin by 0.06-0.11 bits/byte at 20 CPU-minutes): only the coarse scales
-    attend into the bytes (cross blocks k->1x), their stacks are one layer deeper than the fine one (a
-    layer there costs 1/k per byte), and n byte-level layers follow the fusion. At n = 1 (`tiny`) that
-    layout measured worse (tiny10), so it keeps AXL's. The presets stay the published architecture,
-    so published checkpoints load unchanged. fields: the preset's fields with the user's overrides,
-    which take precedence over these."""
-    n, factors = fields["n_layers_per_scale"], fields.get("downsample_factors", [1, 2, 4])
-    if not isinstance(n, int) or not isinstance(factors, list) or len(factors) < 2:
-        return {}  # a single-scale model (none of this applies), or fields ModelConfig will refuse
-    if n < 2:
-        return {"coarse_input": "fine"}
-    scales = len(factors)
-    return {
-        "coarse_input": "fine",
-        "cross_pairs": [[s, 0] for s in range(1, scales)],
-        "layers_per_scale": [n] + [n + 1] * (scales - 1),
-        "post_fusion_layers": n,
-    }
+# The layout `axl train` has trained by default since Hourglass pooling was adopted (docs/quality.md).
+DEFAULT_PRESET = "tiny-coarse20"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,10 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from multiscale_transformer.training.settings import MODEL, TrainSettings
 
     groups = {MODEL: p.add_argument_group(MODEL)}  # the flags that build the config, then the settings'
-    groups[MODEL].add_argument("--preset", help="model preset (default tiny; see axl info --preset NAME)")
-    mini = json.dumps(train_architecture(PRESETS["mini"]))
     groups[MODEL].add_argument(
-        "--config", help=f"JSON object or file of fields over the preset (default: the adopted layout, mini: {mini})"
+        "--preset",
+        help=f"model preset (default {DEFAULT_PRESET}; {', '.join(PRESETS)}; see axl info --preset NAME)",
+    )
+    groups[MODEL].add_argument(
+        "--config", help="JSON object or file of fields over the preset, e.g. '{\"dropout\": 0.1}'"
     )
     groups[MODEL].add_argument("--context", type=positive_int, help="max_seq_len: bytes of context per training window")
     add_flags(p, TrainSettings, groups=groups)
@@ -84,9 +65,7 @@ def _config(args: argparse.Namespace) -> object:
     if args.context:
         overrides["max_seq_len"] = args.context
     try:
-        preset = ModelConfig.from_name(args.preset or "tiny").to_dict()
-        adopted = train_architecture({**preset, **overrides})
-        return ModelConfig.from_name(args.preset or "tiny", **{**adopted, **overrides})
+        return ModelConfig.from_name(args.preset or DEFAULT_PRESET, **overrides)
     except TypeError as exc:
         raise UserError(f"--config: {exc}") from None
 
@@ -95,7 +74,7 @@ def settings(args: argparse.Namespace) -> TrainSettings:
     """The run `axl train` would start for these parsed flags."""
     from multiscale_transformer.training.settings import TrainSettings
 
-    name = f"AXL-{args.preset or ('custom' if args.init_from else 'tiny')}"
+    name = f"AXL-{args.preset or ('custom' if args.init_from else DEFAULT_PRESET)}"
     return from_flags(TrainSettings, args, config=_config(args), model_name=name)
 
 

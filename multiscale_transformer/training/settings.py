@@ -22,6 +22,7 @@ from multiscale_transformer.settings import (
     positive_int,
 )
 from multiscale_transformer.training.data import check_sources
+from multiscale_transformer.training.fim import DEFAULT_FIM_RATE, default_fim_rate
 
 DEFAULT_TIME_BUDGET = 20 * 60.0  # seconds, when neither a time budget nor a step count is given
 MODEL, DATA, OPTIMISATION, RUN = "model", "data", "optimisation", "run"
@@ -84,10 +85,11 @@ class TrainSettings:
     fine_loss_weight: float = flag(
         0.0, "weight of the fine-path-alone loss", type=non_negative_float, group=OPTIMISATION
     )
-    # 0.5 as in Bavarian et al.; measured here to cost at most 0.012 bits/byte left to right (docs/editors.md).
-    fim_rate: float = flag(
-        0.5,
-        "share of documents trained as fill-in-the-middle (training/fim.py; 0 = off)",
+    # None: the config's `fim` (the preset's, or --init-from's model's) decides (training/fim.py).
+    fim_rate: float | None = flag(
+        None,
+        f"share of documents trained as fill-in-the-middle (default {DEFAULT_FIM_RATE} for a model whose "
+        "config has fim, such as the trained presets, else 0; 0 = off)",
         type=non_negative_float,
         group=OPTIMISATION,
     )
@@ -122,10 +124,15 @@ class TrainSettings:
             self.time_budget = DEFAULT_TIME_BUDGET
         if self.lr is not None and not self.lr > 0:
             raise UserError("--lr must be positive")
+        if self.fim_rate is None:
+            self.fim_rate = default_fim_rate(self.config)
         if not 0.0 <= self.fim_rate <= 1.0:
             raise UserError(f"--fim-rate must be in [0, 1], got {self.fim_rate}")
-        if self.fim_rate > 0 and not self.config.fim:  # the model learns the sentinels from step 0
-            self.config = dataclasses.replace(self.config, fim=True)
+        # config.fim says what the weights learned: a new model learns the sentinels from step 0 or
+        # never; a fine-tuned one keeps what its first training taught it.
+        fim = self.fim_rate > 0 or (self.config.fim and self.init_from is not None)
+        if fim != self.config.fim:
+            self.config = dataclasses.replace(self.config, fim=fim)
         if self.data:
             check_sources(self.data)
 
