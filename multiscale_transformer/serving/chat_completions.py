@@ -39,6 +39,7 @@ from multiscale_transformer.serving.protocol import (
 )
 from multiscale_transformer.serving.submission import ClientGone, Submission
 from multiscale_transformer.serving.tokens import token_bytes, token_text
+from multiscale_transformer.text import text_bytes
 
 router = APIRouter()
 
@@ -67,7 +68,7 @@ async def chat_completions(request: Request) -> Response:
     check_capacity(n, settings)
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     sampling = sampling_of(req, settings, max_tokens, template.stop)
-    prompt = truncate(list(template.render(req.messages).encode("utf-8", "surrogatepass")), request)
+    prompt = truncate(list(text_bytes(template.render(req.messages))), request)
     top = (req.top_logprobs or 0) if req.logprobs else None
     specs = [
         Spec(

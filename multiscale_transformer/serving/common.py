@@ -23,6 +23,7 @@ from multiscale_transformer.model.vocab import VOCAB_SIZE
 from multiscale_transformer.serving.errors import APIError, validation_error
 from multiscale_transformer.serving.protocol import SamplingFields
 from multiscale_transformer.serving.settings import ServerSettings
+from multiscale_transformer.text import text_bytes
 
 if TYPE_CHECKING:
     from multiscale_transformer.serving.engine import Engine
@@ -130,7 +131,7 @@ def sampling_of(
     options = CompletionOptions(
         max_tokens=max_tokens,
         params=params,
-        stop=(*req.stops(), *(s.encode("utf-8") for s in extra_stop if s)),
+        stop=(*req.stops(), *(text_bytes(s) for s in extra_stop if s)),
         frequency_penalty=req.frequency_penalty or 0.0,
         presence_penalty=req.presence_penalty or 0.0,
         logit_bias=bias,

@@ -37,6 +37,7 @@ from multiscale_transformer.serving.protocol import (
 )
 from multiscale_transformer.serving.submission import ClientGone, Submission
 from multiscale_transformer.serving.tokens import token_text
+from multiscale_transformer.text import text_bytes
 
 router = APIRouter()
 TOKENIZER = ByteTokenizer()  # text of ids: BOS/EOS given as prompt context are not text
@@ -46,11 +47,11 @@ def prompts_of(req: CompletionRequest) -> list[list[int]]:
     """The prompt(s) as byte lists: a string, strings, byte ids, or lists of byte ids."""
     p = req.prompt
     if isinstance(p, str):
-        items: list[list[int]] = [list(p.encode("utf-8", "surrogatepass"))]
+        items: list[list[int]] = [list(text_bytes(p))]
     elif p and all(isinstance(x, int) for x in p):
         items = [list(p)]  # type: ignore[arg-type]
     else:
-        items = [list(x.encode("utf-8", "surrogatepass")) if isinstance(x, str) else list(x) for x in p]  # type: ignore[union-attr]
+        items = [list(text_bytes(x)) if isinstance(x, str) else list(x) for x in p]  # type: ignore[union-attr]
     if not items or not all(items):
         raise APIError(400, "the prompt is empty: give at least one byte", param="prompt", code="empty_prompt")
     return items
@@ -61,7 +62,7 @@ def infills_of(req: CompletionRequest, count: int) -> list[Infill | None]:
     if req.suffix:  # an empty suffix leaves nothing to fill: a plain completion
         if not isinstance(req.prompt, str):
             raise APIError(400, "suffix needs the prompt as one string", param="suffix", code="unsupported")
-        return [Infill(fim.encode(req.prompt), fim.encode(req.suffix))]
+        return [Infill(text_bytes(req.prompt), text_bytes(req.suffix))]
     if isinstance(req.prompt, str):
         return [fim.parse_markers(req.prompt)]
     if all(isinstance(t, str) for t in req.prompt):

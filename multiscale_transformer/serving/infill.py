@@ -47,6 +47,7 @@ from multiscale_transformer.serving.protocol import (
     openapi_body,
 )
 from multiscale_transformer.serving.submission import ClientGone, Submission, collect, guarded, text_deltas
+from multiscale_transformer.text import text_bytes
 
 router = APIRouter()
 
@@ -71,7 +72,7 @@ def prompt_ids(
     """The ids one completion starts from: an infilling's layout, or the plain prompt (cut to the context)."""
     if infill is not None:
         return plan_infill(request, infill, sampling, param)
-    ids = truncate(list(fim.encode(text)), request)
+    ids = truncate(list(text_bytes(text)), request)
     if not ids:
         raise APIError(400, "the prompt is empty: give at least one byte", param="prompt", code="empty_prompt")
     return ids, sampling
@@ -99,7 +100,7 @@ async def fim_completions(request: Request) -> Response:
         req = req.model_copy(update={"seed": req.random_seed})
     n = req.n or 1
     check_capacity(n, settings)
-    infill = Infill(fim.encode(req.prompt), fim.encode(req.suffix)) if req.suffix else None
+    infill = Infill(text_bytes(req.prompt), text_bytes(req.suffix)) if req.suffix else None
     ids, sampling = prompt_ids(request, infill, req.prompt, sampling_of(req, settings, req.max_tokens, []), "suffix")
     submission = Submission(engine, specs_for(ids, sampling, n), request)
     meta = {"id": new_id("fim"), "created": now(), "model": settings.name}

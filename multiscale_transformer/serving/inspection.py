@@ -38,6 +38,7 @@ from multiscale_transformer.serving.common import engine_of, read_body, settings
 from multiscale_transformer.serving.errors import APIError
 from multiscale_transformer.serving.protocol import openapi_body
 from multiscale_transformer.serving.tokens import token_text
+from multiscale_transformer.text import text_bytes
 
 INSPECT_COST = 4  # positions computed per byte of --max-inspect-bytes
 ALTERNATIVES = 5  # top_logprobs entries per byte of --max-inspect-bytes
@@ -61,7 +62,7 @@ async def inspect(request: Request) -> Response:
     req = await read_body(request, InspectRequest)
     engine = engine_of(request)
     limit = settings_of(request).max_inspect_bytes
-    data = req.text.encode("utf-8", "surrogatepass")
+    data = text_bytes(req.text)
     if not data:
         raise APIError(400, "the text is empty: give at least one byte", param="text", code="empty_prompt")
     if len(data) > limit:

@@ -35,6 +35,7 @@ from multiscale_transformer.serving.errors import APIError, validation_error
 from multiscale_transformer.serving.infill import plan_infill, prompt_ids, specs_for
 from multiscale_transformer.serving.protocol import MAX_STOPS, SamplingFields, TokenId, openapi_body
 from multiscale_transformer.serving.submission import ClientGone, Submission, collect, guarded, text_deltas
+from multiscale_transformer.text import text_bytes
 
 router = APIRouter()
 
@@ -121,7 +122,7 @@ async def completion(request: Request) -> Response:
         return await _run(request, req, ids, sampling, len(ids) < len(req.prompt))
     infill = fim.parse_markers(req.prompt)
     ids, sampling = prompt_ids(request, infill, req.prompt, sampling, "prompt")
-    cut = fim.truncated(infill, ids) if infill is not None else len(ids) < len(fim.encode(req.prompt))
+    cut = fim.truncated(infill, ids) if infill is not None else len(ids) < len(text_bytes(req.prompt))
     return await _run(request, req, ids, sampling, cut)
 
 
@@ -130,7 +131,7 @@ async def infill(request: Request) -> Response:
     req = await read_body(request, InfillRequest)
     engine_of(request)
     extra = "".join(f"# Path: {f.filename}\n{f.text}\n" if f.filename else f"{f.text}\n" for f in req.input_extra or [])
-    wanted = Infill(fim.encode(extra + req.input_prefix), fim.encode(req.input_suffix), fim.encode(req.prompt))
+    wanted = Infill(text_bytes(extra + req.input_prefix), text_bytes(req.input_suffix), text_bytes(req.prompt))
     ids, sampling = plan_infill(request, wanted, req.sampling(request), "input_suffix")
     return await _run(request, req, ids, sampling, fim.truncated(wanted, ids))
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from multiscale_transformer.model.vocab import VOCAB_SIZE
+from multiscale_transformer.text import text_bytes
 
 # Bytes are the tokens: a prompt given as token ids is a list of byte values, where BOS (256) and
 # EOS (257) may stand as context: lm-evaluation-harness starts every scored text with EOS, as
@@ -53,14 +54,14 @@ class SamplingFields(BaseModel):
     @classmethod
     def _stop_size(cls, value: str | list[str] | None) -> str | list[str] | None:
         for s in [value] if isinstance(value, str) else value or []:
-            if len(s.encode("utf-8", "surrogatepass")) > MAX_STOP_BYTES:
+            if len(text_bytes(s)) > MAX_STOP_BYTES:
                 raise ValueError(f"a stop sequence may have at most {MAX_STOP_BYTES} bytes")
         return value
 
     def stops(self) -> list[bytes]:
         """Non-empty stop sequences as UTF-8 bytes."""
         items = [self.stop] if isinstance(self.stop, str) else self.stop or []
-        return [s.encode("utf-8", "surrogatepass") for s in items if s]
+        return [text_bytes(s) for s in items if s]
 
 
 class CompletionRequest(SamplingFields):

@@ -18,6 +18,7 @@ from multiscale_transformer.model.vocab import BOS_ID, EOS_ID, FIM_IDS, VOCAB_SI
 from multiscale_transformer.serving.common import engine_of, read_body
 from multiscale_transformer.serving.protocol import TokenId, openapi_body
 from multiscale_transformer.serving.tokens import SPECIAL
+from multiscale_transformer.text import text_bytes
 
 router = APIRouter()
 SPECIAL_IDS = {text: token for token, text in SPECIAL.items()}
@@ -57,7 +58,7 @@ def tokenize(text: str, add_special: bool) -> list[int]:
         if part in SPECIAL_IDS:
             ids.append(SPECIAL_IDS[part])
         else:
-            ids += part.encode("utf-8", "surrogatepass")
+            ids += text_bytes(part)
     return ids
 
 
