@@ -21,7 +21,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from multiscale_transformer.evaluation.bpb import sliding_windows
 from multiscale_transformer.evaluation.inspect import (
@@ -36,7 +36,7 @@ from multiscale_transformer.evaluation.inspect import (
 )
 from multiscale_transformer.serving.common import engine_of, read_body, settings_of
 from multiscale_transformer.serving.errors import APIError
-from multiscale_transformer.serving.protocol import openapi_body
+from multiscale_transformer.serving.protocol import RequestModel, openapi_body
 from multiscale_transformer.serving.tokens import token_text
 from multiscale_transformer.text import text_bytes
 
@@ -48,9 +48,7 @@ router = APIRouter()
 DIGITS = 4  # of logprobs and gates: ample for a view, and a quarter of the JSON
 
 
-class InspectRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
+class InspectRequest(RequestModel):
     model: str | None = None
     text: str
     top_logprobs: Annotated[int, Field(ge=0, le=20)] = 5

@@ -7,7 +7,7 @@ clients written for other servers keep working; strict typing rejects "5" where 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -21,36 +21,24 @@ TokenId = Annotated[int, Field(ge=0, le=VOCAB_SIZE - 1)]
 MAX_STOPS = 16
 MAX_STOP_BYTES = 256
 
+# The sampling ranges, declared once: the request models of every wire shape (OpenAI's, Mistral's,
+# llama.cpp's) type their fields with these, and the server checks the values nowhere else.
+MaxTokens = Annotated[int, Field(ge=0)]
+Temperature = Annotated[float, Field(ge=0, le=2)]
+TopP = Annotated[float, Field(gt=0, le=1)]
+TopK = Annotated[int, Field(ge=0)]
+RepetitionPenalty = Annotated[float, Field(gt=0, le=10)]
+Penalty = Annotated[float, Field(ge=-2, le=2)]  # frequency_penalty and presence_penalty
+LogitBias = Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=300)]
+StopList = Annotated[list[str], Field(max_length=MAX_STOPS)]
 
-class StreamOptions(BaseModel):
+
+class RequestModel(BaseModel):
+    """(Part of) a request body: unknown fields ignored, strict types, and a bounded `stop` where it has one."""
+
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    include_usage: bool | None = None
-
-
-class SamplingFields(BaseModel):
-    """Fields shared by /v1/completions and /v1/chat/completions."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    model: str | None = None
-    max_tokens: Annotated[int, Field(ge=0)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    # Extensions (llama.cpp / vLLM names); defaults from the published generation config.
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=300)] | None = None
-    stop: str | Annotated[list[str], Field(max_length=MAX_STOPS)] | None = None
-    n: Annotated[int, Field(ge=1, le=16)] | None = None
-    seed: int | None = None
-    stream: bool | None = None
-    stream_options: StreamOptions | None = None
-    user: str | None = None
-
-    @field_validator("stop")
+    @field_validator("stop", check_fields=False)
     @classmethod
     def _stop_size(cls, value: str | list[str] | None) -> str | list[str] | None:
         for s in [value] if isinstance(value, str) else value or []:
@@ -58,8 +46,42 @@ class SamplingFields(BaseModel):
                 raise ValueError(f"a stop sequence may have at most {MAX_STOP_BYTES} bytes")
         return value
 
+
+class StreamOptions(RequestModel):
+    include_usage: bool | None = None
+
+
+class SamplingFields(RequestModel):
+    """Fields shared by /v1/completions, /v1/chat/completions and /v1/fim/completions."""
+
+    model: str | None = None
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    # Extensions (llama.cpp / vLLM names); defaults from the published generation config.
+    top_k: TopK | None = None
+    repetition_penalty: RepetitionPenalty | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    logit_bias: LogitBias | None = None
+    stop: str | StopList | None = None
+    n: Annotated[int, Field(ge=1, le=16)] | None = None
+    seed: int | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key in value or {}:
+            # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+            if not (key.isascii() and key.isdigit()) or int(key) >= VOCAB_SIZE:
+                raise ValueError(f"logit_bias keys must be token ids 0..{VOCAB_SIZE - 1}, got {key!r}")
+        return value
+
     def stops(self) -> list[bytes]:
-        """Non-empty stop sequences as UTF-8 bytes."""
+        """Non-empty stop sequences as bytes."""
         items = [self.stop] if isinstance(self.stop, str) else self.stop or []
         return [text_bytes(s) for s in items if s]
 
@@ -72,16 +94,12 @@ class CompletionRequest(SamplingFields):
     best_of: Annotated[int, Field(ge=1)] | None = None
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
+class TextPart(RequestModel):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
+class ChatMessage(RequestModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -95,7 +113,7 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     # Newer clients (and LangChain) send max_completion_tokens instead of max_tokens.
-    max_completion_tokens: Annotated[int, Field(ge=0)] | None = None
+    max_completion_tokens: MaxTokens | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
 
@@ -107,6 +125,29 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+
+FinishReason = Literal["stop", "length"]
+Choice = TypeVar("Choice", bound=BaseModel)
+
+
+class Reply(BaseModel, Generic[Choice]):
+    """What a completion reply and each chunk of its stream have: the request's id, time and model."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None = None
 
 
 class CompletionLogprobs(BaseModel):
@@ -120,16 +161,11 @@ class CompletionChoice(BaseModel):
     index: int
     text: str
     logprobs: CompletionLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
 
 
-class Completion(BaseModel):
-    id: str
+class Completion(Reply[CompletionChoice]):
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
 
 
 class TopLogprob(BaseModel):
@@ -155,15 +191,11 @@ class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
 
 
-class ChatCompletion(BaseModel):
-    id: str
+class ChatCompletion(Reply[ChatChoice]):
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
     usage: Usage
 
 
@@ -176,16 +208,11 @@ class ChatChunkChoice(BaseModel):
     index: int
     delta: Delta
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
 
 
-class ChatCompletionChunk(BaseModel):
-    id: str
+class ChatCompletionChunk(Reply[ChatChunkChoice]):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChatChunkChoice]
-    usage: Usage | None = None
 
 
 class ModelCard(BaseModel):
