@@ -51,23 +51,28 @@ class StreamOptions(RequestModel):
     include_usage: bool | None = None
 
 
-class SamplingFields(RequestModel):
+class CommonSampling(RequestModel):
+    """The sampling fields that OpenAI's and llama.cpp's requests name alike (top_k is an extension
+    of OpenAI's API, as in vLLM); None: the served model's default."""
+
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    seed: int | None = None
+    stream: bool | None = None
+
+
+class SamplingFields(CommonSampling):
     """Fields shared by /v1/completions, /v1/chat/completions and /v1/fim/completions."""
 
     model: str | None = None
     max_tokens: MaxTokens | None = None
-    temperature: Temperature | None = None
-    top_p: TopP | None = None
-    # Extensions (llama.cpp / vLLM names); defaults from the published generation config.
-    top_k: TopK | None = None
-    repetition_penalty: RepetitionPenalty | None = None
-    frequency_penalty: Penalty | None = None
-    presence_penalty: Penalty | None = None
+    repetition_penalty: RepetitionPenalty | None = None  # llama.cpp's and vLLM's extension
     logit_bias: LogitBias | None = None
     stop: str | StopList | None = None
     n: Annotated[int, Field(ge=1, le=16)] | None = None
-    seed: int | None = None
-    stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = None
 
@@ -164,10 +169,6 @@ class CompletionChoice(BaseModel):
     finish_reason: FinishReason | None = None
 
 
-class Completion(Reply[CompletionChoice]):
-    object: Literal["text_completion"] = "text_completion"
-
-
 class TopLogprob(BaseModel):
     token: str
     logprob: float
@@ -194,11 +195,6 @@ class ChatChoice(BaseModel):
     finish_reason: FinishReason | None = None
 
 
-class ChatCompletion(Reply[ChatChoice]):
-    object: Literal["chat.completion"] = "chat.completion"
-    usage: Usage
-
-
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
@@ -209,6 +205,15 @@ class ChatChunkChoice(BaseModel):
     delta: Delta
     logprobs: ChoiceLogprobs | None = None
     finish_reason: FinishReason | None = None
+
+
+class Completion(Reply[CompletionChoice]):
+    object: Literal["text_completion"] = "text_completion"
+
+
+class ChatCompletion(Reply[ChatChoice]):
+    object: Literal["chat.completion"] = "chat.completion"
+    usage: Usage
 
 
 class ChatCompletionChunk(Reply[ChatChunkChoice]):
