@@ -50,6 +50,7 @@ async def completions(request: Request) -> Response:
 
 
 def generation_request(req: CompletionRequest, request: Request) -> GenerationRequest:
+    """The request's prompts (each plain or an infilling) with n choices each."""
     config = engine_of(request).model.config  # 503 while loading, before anything needs the context length
     n = req.n or 1
     if req.best_of not in (None, n):
@@ -59,7 +60,8 @@ def generation_request(req: CompletionRequest, request: Request) -> GenerationRe
     echo = bool(req.echo)
     if echo and any(infills):
         raise APIError(400, "echo cannot be combined with fill-in-the-middle", param="echo", code="unsupported")
-    options = (sampling := sampling_of(req, settings_of(request), req.max_tokens)).options
+    sampling = sampling_of(req, settings_of(request), req.max_tokens)
+    options = sampling.options
     param = "suffix" if req.suffix else "prompt"
     prompts = [
         plain_prompt(text_bytes(p) if isinstance(p, str) else p, options, config)
@@ -73,7 +75,7 @@ def generation_request(req: CompletionRequest, request: Request) -> GenerationRe
 def _prompt_items(req: CompletionRequest) -> list[str | list[int]]:
     """The prompts: a string, strings, byte ids, or lists of byte ids; 400 when one is empty."""
     p = req.prompt
-    single = isinstance(p, str) or (p and all(isinstance(x, int) for x in p))
+    single = isinstance(p, str) or bool(p and all(isinstance(x, int) for x in p))
     items: list[str | list[int]] = [p] if single else list(p)  # type: ignore[list-item]
     if not items or not all(items):
         raise APIError(400, "the prompt is empty: give at least one byte", param="prompt", code="empty_prompt")

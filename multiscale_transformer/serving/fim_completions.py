@@ -37,7 +37,8 @@ async def fim_completions(request: Request) -> Response:
     config = engine_of(request).model.config
     if req.seed is None and req.random_seed is not None:
         req = req.model_copy(update={"seed": req.random_seed})
-    options = (sampling := sampling_of(req, settings_of(request), req.max_tokens)).options
+    sampling = sampling_of(req, settings_of(request), req.max_tokens)
+    options = sampling.options
     if req.suffix:
         prompt = infill_prompt(Infill(text_bytes(req.prompt), text_bytes(req.suffix)), options, config, "suffix")
     else:
