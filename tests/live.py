@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+import torch
 from fastapi import FastAPI
 
 from multiscale_transformer.serving.http import bind_socket, make_server
@@ -31,6 +32,14 @@ def live_server(app: FastAPI, ready_timeout_s: float = 60.0, wait_ready: bool = 
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+def module_server(app: FastAPI) -> Iterator[str]:
+    """The body of a module-scoped server fixture (`yield from module_server(app)`): torch on two
+    threads, as the test machines have two cores, and the base URL until the module's tests end."""
+    torch.set_num_threads(2)
+    with live_server(app) as url:
+        yield url
 
 
 def _wait_ready(base: str, timeout_s: float, thread: threading.Thread, need_200: bool) -> None:

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 from playwright import sync_api
 
 from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.serving.app import create_app
 from tests.browser import FLAGS, chromium_binary
 from tests.conftest import make_model
-from tests.live import live_server
+from tests.live import live_server, module_server
 
 pytestmark = pytest.mark.browser
 
@@ -39,9 +38,7 @@ def model() -> MultiScaleTransformer:
 
 @pytest.fixture(scope="module")
 def base(model: MultiScaleTransformer) -> Iterator[str]:
-    torch.set_num_threads(2)
-    with live_server(create_app(model, name="axl-page", max_batch=2)) as url:
-        yield url
+    yield from module_server(create_app(model, name="axl-page", max_batch=2))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from multiscale_transformer.serving.app import create_app
 from multiscale_transformer.serving.tokens import SPECIAL, token_bytes
 
 from .conftest import make_model
-from .live import live_server
+from .live import module_server
 
 KEY = "test-key-123"
 NAME = "axl-tiny"
@@ -38,10 +38,7 @@ def model(model_dir: Path) -> MultiScaleTransformer:
 
 @pytest.fixture(scope="module")
 def base_url(model_dir: Path) -> Iterator[str]:
-    torch.set_num_threads(2)
-    app = create_app(model_dir, name=NAME, api_key=KEY, max_batch=4, max_tokens_limit=512)
-    with live_server(app) as url:
-        yield url
+    yield from module_server(create_app(model_dir, name=NAME, api_key=KEY, max_batch=4, max_tokens_limit=512))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 
 from multiscale_transformer.generation import fim
 from multiscale_transformer.generation.fim import Infill, infill_prompt, parse_markers
@@ -27,7 +26,7 @@ from multiscale_transformer.serving.app import create_app
 from multiscale_transformer.training.trainer import Trainer, TrainSettings
 
 from .conftest import make_model
-from .live import assert_openai_error, live_server
+from .live import assert_openai_error, live_server, module_server
 from .test_data import small_corpus
 
 PREFIX = "# Path: util.py\ndef add(a, b):\n    "
@@ -64,9 +63,7 @@ def model(fim_dir: Path) -> MultiScaleTransformer:
 
 @pytest.fixture(scope="module")
 def base(fim_dir: Path) -> Iterator[str]:
-    torch.set_num_threads(2)
-    with live_server(create_app(fim_dir, name="axl-fim", max_batch=4)) as url:
-        yield url
+    yield from module_server(create_app(fim_dir, name="axl-fim", max_batch=4))
 
 
 @pytest.fixture(scope="module")

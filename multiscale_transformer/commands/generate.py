@@ -19,6 +19,7 @@ from multiscale_transformer.commands.common import (
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.config import GENERATION_DEFAULTS
 from multiscale_transformer.model.vocab import EOS_ID
+from multiscale_transformer.text import text_bytes
 
 
 def logit_bias(text: str) -> tuple[int, float]:
@@ -76,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
     if args.suffix:  # the server's infilling path: the same prompt layout and length limits
         from multiscale_transformer.generation import fim
 
-        infill = fim.Infill(fim.encode(args.prompt), fim.encode(args.suffix))
+        infill = fim.Infill(text_bytes(args.prompt), text_bytes(args.suffix))
         prompt_ids, max_new_tokens = fim.plan(model.config, infill, max_new_tokens)
-    stops = [s.encode("utf-8", "surrogateescape") for s in args.stop]
+    stops = [text_bytes(s) for s in args.stop]
     if args.suffix:
         stops += fim.editor_stops(infill)
     completion = TextStream(

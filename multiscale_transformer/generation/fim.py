@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.generation.generate import TextStream
 from multiscale_transformer.model.vocab import EOS_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID
+from multiscale_transformer.text import text_bytes
 
 if TYPE_CHECKING:
     from multiscale_transformer.generation.sampling import SamplingParams
@@ -76,12 +77,8 @@ def parse_markers(prompt: str) -> Infill | None:
         if spaced:
             prefix = prefix.removeprefix(" ").removesuffix(" ")
             suffix = suffix.removesuffix(" ")
-        return Infill(encode(prefix), encode(suffix), encode(start))
+        return Infill(text_bytes(prefix), text_bytes(suffix), text_bytes(start))
     return None
-
-
-def encode(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
 
 
 def infill_prompt(infill: Infill, window: int, room: int) -> list[int]:
@@ -151,7 +148,7 @@ def infill(
     seed: int | None = None,
 ) -> str:
     """The model's middle between `prefix` and `suffix` (what the server's FIM endpoints return)."""
-    wanted = Infill(encode(prefix), encode(suffix))
+    wanted = Infill(text_bytes(prefix), text_bytes(suffix))
     ids, max_tokens = plan(model.config, wanted, max_new_tokens)
     out = b"".join(TextStream(model, ids, max_tokens, params, [*(stop or []), *editor_stops(wanted)], seed))
     return out.decode("utf-8", "replace")

@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from multiscale_transformer.serving import (
     chat_completions,
     completions,
-    infill,
+    fim_completions,
     inspection,
     llamacpp,
     props,
@@ -82,7 +82,7 @@ def create_app(
     v1 = APIRouter(dependencies=[Depends(check_api_key)])
     v1.include_router(completions.router)
     v1.include_router(chat_completions.router)
-    v1.include_router(infill.router)  # Mistral's /v1/fim/completions
+    v1.include_router(fim_completions.router)  # Mistral's /v1/fim/completions
     v1.include_router(llamacpp.router)  # llama.cpp's /completion and /infill (at the root, as llama.cpp has them)
     v1.include_router(tokenization.router)  # /tokenize, /detokenize, /tokenizer_info (vLLM's, at the root)
     v1.include_router(props.router)  # /props (llama.cpp's)

@@ -1,28 +1,19 @@
-"""POST /v1/chat/completions: messages rendered through the chat template, then completed."""
+"""POST /v1/chat/completions: messages rendered through the chat template, then completed.
+
+Its reply and stream shapes (`chat_reply`, `ChatStream`) serve Mistral's FIM endpoint too.
+"""
 
 from __future__ import annotations
 
-import codecs
-from collections.abc import AsyncIterator
+from collections.abc import Iterable
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from multiscale_transformer.serving.chat import ChatTemplate
-from multiscale_transformer.serving.common import (
-    SSE_DONE,
-    check_capacity,
-    engine_of,
-    new_id,
-    now,
-    read_body,
-    sampling_of,
-    settings_of,
-    sse,
-    truncate,
-)
-from multiscale_transformer.serving.engine import ByteLogprob, Chunk, Failed, Finished, Spec
-from multiscale_transformer.serving.errors import APIError, error_body
+from multiscale_transformer.serving.common import engine_of, read_body, reply_header, settings_of
+from multiscale_transformer.serving.engine import ByteLogprob, Chunk, Finished
+from multiscale_transformer.serving.pipeline import Outcome, serve
 from multiscale_transformer.serving.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -32,15 +23,44 @@ from multiscale_transformer.serving.protocol import (
     ChatCompletionRequest,
     ChoiceLogprobs,
     Delta,
+    Reply,
     TokenLogprob,
     TopLogprob,
     Usage,
     openapi_body,
 )
-from multiscale_transformer.serving.submission import ClientGone, Submission
+from multiscale_transformer.serving.request import GenerationRequest, plain_prompt, sampling_of
+from multiscale_transformer.serving.sse import OpenAIStream
 from multiscale_transformer.serving.tokens import token_bytes, token_text
+from multiscale_transformer.text import text_bytes
 
 router = APIRouter()
+
+
+@router.post("/v1/chat/completions", response_model=None, openapi_extra=openapi_body(ChatCompletionRequest))
+async def chat_completions(request: Request) -> Response:
+    req = await read_body(request, ChatCompletionRequest)
+    config = engine_of(request).model.config  # 503 while loading, before anything needs the context length
+    settings = settings_of(request)
+    template = settings.chat_template or ChatTemplate()
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    sampling = sampling_of(req, settings, max_tokens, template.stop)
+    prompt = plain_prompt(text_bytes(template.render(req.messages)), sampling.options, config)
+    top = (req.top_logprobs or 0) if req.logprobs else None
+    job = GenerationRequest([prompt], sampling.seed, req.n or 1, logprobs=top, stream=bool(req.stream))
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    return await answer(request, job, "chatcmpl", include_usage)
+
+
+async def answer(request: Request, job: GenerationRequest, id_prefix: str, include_usage: bool) -> Response:
+    """Serve `job` in the chat-completion shapes: a ChatCompletion, or a stream of chunks."""
+    header = reply_header(request, id_prefix)
+    return await serve(
+        request,
+        job,
+        lambda outcomes: JSONResponse(chat_reply(job, outcomes, header).model_dump()),
+        lambda: ChatStream(job, header, include_usage),
+    )
 
 
 def chat_logprobs(records: list[ByteLogprob]) -> ChoiceLogprobs:
@@ -57,106 +77,38 @@ def chat_logprobs(records: list[ByteLogprob]) -> ChoiceLogprobs:
     )
 
 
-@router.post("/v1/chat/completions", response_model=None, openapi_extra=openapi_body(ChatCompletionRequest))
-async def chat_completions(request: Request) -> Response:
-    req = await read_body(request, ChatCompletionRequest)
-    engine = engine_of(request)  # 503 while loading, before anything needs the context length
-    settings = settings_of(request)
-    template = settings.chat_template or ChatTemplate()
-    n = req.n or 1
-    check_capacity(n, settings)
-    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    sampling = sampling_of(req, settings, max_tokens, template.stop)
-    prompt = truncate(list(template.render(req.messages).encode("utf-8", "surrogatepass")), request)
-    top = (req.top_logprobs or 0) if req.logprobs else None
-    specs = [
-        Spec(
-            prompt=prompt,
-            options=sampling.options,
-            seed=(sampling.seed + j) % (1 << 64),
-            logprobs=top,
+def chat_reply(job: GenerationRequest, outcomes: list[Outcome], header: dict[str, object]) -> ChatCompletion:
+    choices = [
+        ChatChoice(
+            index=i,
+            message=AssistantMessage(content=o.text.decode("utf-8", "replace")),
+            logprobs=chat_logprobs(o.logprobs) if job.logprobs is not None else None,
+            finish_reason=o.end.finish_reason,  # type: ignore[arg-type]
         )
-        for j in range(n)
+        for i, o in enumerate(outcomes)
     ]
-    submission = Submission(engine, specs, request)
-    meta = {"id": new_id("chatcmpl"), "created": now(), "model": settings.name}
-    if req.stream:
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return StreamingResponse(
-            _stream(submission, n, len(prompt), top, meta, include_usage), media_type="text/event-stream"
-        )
-    outs = [bytearray() for _ in range(n)]
-    records: list[list[ByteLogprob]] = [[] for _ in range(n)]
-    finish: list[str | None] = [None] * n
-    completion_tokens = 0
-    try:
-        async for event in submission.events():
-            if isinstance(event, Chunk):
-                outs[event.index] += event.data
-                records[event.index].extend(event.logprobs)
-            elif isinstance(event, Finished):
-                finish[event.index] = event.finish_reason
-                completion_tokens += event.completion_tokens
-            elif isinstance(event, Failed):
-                raise APIError(event.status, event.message)
-    except ClientGone:
-        return Response(status_code=499)
-    finally:
-        submission.cancel()
-    result = ChatCompletion(
-        **meta,  # type: ignore[arg-type]
-        choices=[
-            ChatChoice(
-                index=i,
-                message=AssistantMessage(content=bytes(outs[i]).decode("utf-8", "replace")),
-                logprobs=chat_logprobs(records[i]) if top is not None else None,
-                finish_reason=finish[i],  # type: ignore[arg-type]
-            )
-            for i in range(n)
-        ],
-        usage=Usage(
-            prompt_tokens=len(prompt), completion_tokens=completion_tokens, total_tokens=len(prompt) + completion_tokens
-        ),
-    )
-    return JSONResponse(result.model_dump())
+    completion_tokens = sum(o.end.completion_tokens for o in outcomes)
+    return ChatCompletion(**header, choices=choices, usage=Usage.of(job.prompt_tokens, completion_tokens))  # type: ignore[arg-type]
 
 
-async def _stream(
-    submission: Submission, n: int, prompt_tokens: int, top: int | None, meta: dict[str, object], include_usage: bool
-) -> AsyncIterator[str]:
-    def chunk(index: int, delta: Delta, logprobs: ChoiceLogprobs | None = None, finish: str | None = None) -> str:
-        choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish)  # type: ignore[arg-type]
-        return sse(ChatCompletionChunk(**meta, choices=[choice]))  # type: ignore[arg-type]
+class ChatStream(OpenAIStream):
+    """Chat-completion chunks: the assistant's role first, then content deltas, then each finish."""
 
-    decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(n)]
-    completion_tokens = 0
-    try:
-        for i in range(n):
-            yield chunk(i, Delta(role="assistant", content=""))
-        async for event in submission.events():
-            i = event.index
-            if isinstance(event, Chunk):
-                logprobs = chat_logprobs(list(event.logprobs)) if top is not None else None
-                yield chunk(i, Delta(content=decoders[i].decode(event.data)), logprobs)
-            elif isinstance(event, Finished):
-                completion_tokens += event.completion_tokens
-                tail = decoders[i].decode(b"", final=True)
-                if tail:
-                    yield chunk(i, Delta(content=tail))
-                yield chunk(i, Delta(), finish=event.finish_reason)
-            elif isinstance(event, Failed):
-                yield sse(error_body(event.status, event.message))
-                yield SSE_DONE  # the stream still ends as OpenAI streams end
-                return
-        if include_usage:
-            usage = Usage(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                total_tokens=prompt_tokens + completion_tokens,
-            )
-            yield sse(ChatCompletionChunk(**meta, choices=[], usage=usage))  # type: ignore[arg-type]
-        yield SSE_DONE
-    except ClientGone:
-        return
-    finally:
-        submission.cancel()
+    reply = ChatCompletionChunk
+
+    def delta(
+        self, index: int, delta: Delta, logprobs: ChoiceLogprobs | None = None, finish: str | None = None
+    ) -> Reply:
+        return self.chunk(ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish))  # type: ignore[arg-type]
+
+    def opening(self) -> Iterable[Reply]:
+        return [self.delta(i, Delta(role="assistant", content="")) for i in range(self.job.count)]
+
+    def text(self, event: Chunk, text: str) -> Iterable[Reply]:
+        logprobs = chat_logprobs(list(event.logprobs)) if self.job.logprobs is not None else None
+        yield self.delta(event.index, Delta(content=text), logprobs)
+
+    def finish(self, event: Finished, text: str) -> Iterable[Reply]:
+        if text:
+            yield self.delta(event.index, Delta(content=text))
+        yield self.delta(event.index, Delta(), finish=event.finish_reason)

@@ -1,27 +1,18 @@
-"""What both generation endpoints share: settings, reading the body, turning fields into engine specs."""
+"""What every endpoint starts from: the server's settings and engine, the API key, the body, the reply's header."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
-import secrets
 import time
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
-from multiscale_transformer.errors import UserError
-from multiscale_transformer.generation.row import CompletionOptions
-from multiscale_transformer.generation.sampling import SamplingParams
-from multiscale_transformer.model.config import GENERATION_DEFAULTS
-from multiscale_transformer.model.vocab import VOCAB_SIZE
 from multiscale_transformer.serving.errors import APIError, validation_error
-from multiscale_transformer.serving.protocol import SamplingFields
 from multiscale_transformer.serving.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -81,80 +72,10 @@ async def read_body(request: Request, model: type[Req]) -> Req:
         raise validation_error(exc) from None
 
 
-def truncate(ids: list[int], request: Request) -> list[int]:
-    """Prompts longer than the context keep their last max_seq_len bytes."""
-    return ids[-request.app.state.context_length :]
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How a request's completions are sampled; choice j uses seed + j."""
-
-    options: CompletionOptions
-    seed: int
-
-
-def sampling_of(
-    req: SamplingFields, settings: ServerSettings, max_tokens: int | None, extra_stop: list[str]
-) -> Sampling:
-    """The request's sampling fields with the server's defaults filled in; 400 for what cannot be served."""
-    if max_tokens is None:  # omitted: the default, within the limit
-        max_tokens = min(settings.default_max_tokens, settings.max_tokens_limit)
-    if max_tokens > settings.max_tokens_limit:
-        raise APIError(
-            400,
-            f"max_tokens is {max_tokens}, above this server's limit of {settings.max_tokens_limit}",
-            param="max_tokens",
-            code="max_tokens_too_large",
-        )
-    d = settings.generation or GENERATION_DEFAULTS
-    try:
-        params = SamplingParams(
-            temperature=d["temperature"] if req.temperature is None else req.temperature,
-            top_k=d["top_k"] if req.top_k is None else req.top_k,
-            top_p=d["top_p"] if req.top_p is None else req.top_p,
-            repetition_penalty=d["repetition_penalty"] if req.repetition_penalty is None else req.repetition_penalty,
-        )
-    except UserError as exc:
-        raise APIError(400, str(exc), code="invalid_value") from None
-    bias: dict[int, float] = {}
-    for key, value in (req.logit_bias or {}).items():
-        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
-        if not (key.isascii() and key.isdigit()) or int(key) >= VOCAB_SIZE:
-            raise APIError(
-                400, f"logit_bias keys must be token ids 0..{VOCAB_SIZE - 1}, got {key!r}", param="logit_bias"
-            )
-        bias[int(key)] = value
-    # Without a seed each request draws its own, so no two requests share random state.
-    seed = secrets.randbits(63) if req.seed is None else req.seed % (1 << 64)
-    options = CompletionOptions(
-        max_tokens=max_tokens,
-        params=params,
-        stop=(*req.stops(), *(s.encode("utf-8") for s in extra_stop if s)),
-        frequency_penalty=req.frequency_penalty or 0.0,
-        presence_penalty=req.presence_penalty or 0.0,
-        logit_bias=bias,
-    )
-    return Sampling(options, seed)
-
-
-def check_capacity(count: int, settings: ServerSettings) -> None:
-    most = settings.max_batch + settings.max_queue
-    if count > most:
-        raise APIError(400, f"the request asks for {count} completions; this server takes at most {most} at once", "n")
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
 def now() -> int:
     return int(time.time())
 
 
-def sse(payload: BaseModel | dict[str, object]) -> str:
-    data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
-    return f"data: {data}\n\n"
-
-
-SSE_DONE = "data: [DONE]\n\n"
+def reply_header(request: Request, prefix: str) -> dict[str, object]:
+    """The id, created and model fields that an OpenAI-shaped reply and each of its stream's chunks share."""
+    return {"id": f"{prefix}-{uuid.uuid4().hex}", "created": now(), "model": settings_of(request).name}

@@ -1,88 +1,94 @@
-"""POST /v1/completions: text completion, with echo and per-byte logprobs (prompt included)."""
+"""POST /v1/completions: text completion, with echo and per-byte logprobs (prompt included).
+
+A prompt may be FIM marker text, or come with a `suffix` (Mistral's and OpenAI's way to ask for the
+middle): then it is an infilling (serving/request.py).
+"""
 
 from __future__ import annotations
 
-import codecs
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from multiscale_transformer.generation import fim
 from multiscale_transformer.generation.fim import Infill
 from multiscale_transformer.model.vocab import EOS_ID, ByteTokenizer
-from multiscale_transformer.serving.common import (
-    SSE_DONE,
-    check_capacity,
-    engine_of,
-    new_id,
-    now,
-    read_body,
-    sampling_of,
-    settings_of,
-    sse,
-    truncate,
-)
-from multiscale_transformer.serving.engine import ByteLogprob, Chunk, Failed, Finished, PromptLogprobs, Spec
-from multiscale_transformer.serving.errors import APIError, error_body
-from multiscale_transformer.serving.infill import plan_infill
+from multiscale_transformer.serving.common import engine_of, read_body, reply_header, settings_of
+from multiscale_transformer.serving.engine import ByteLogprob, Chunk, Finished, PromptLogprobs
+from multiscale_transformer.serving.errors import APIError
+from multiscale_transformer.serving.pipeline import Outcome, serve
 from multiscale_transformer.serving.protocol import (
     Completion,
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
+    Reply,
     Usage,
     openapi_body,
 )
-from multiscale_transformer.serving.submission import ClientGone, Submission
+from multiscale_transformer.serving.request import GenerationRequest, infill_prompt, plain_prompt, sampling_of
+from multiscale_transformer.serving.sse import OpenAIStream
 from multiscale_transformer.serving.tokens import token_text
+from multiscale_transformer.text import text_bytes
 
 router = APIRouter()
 TOKENIZER = ByteTokenizer()  # text of ids: BOS/EOS given as prompt context are not text
 
 
-def prompts_of(req: CompletionRequest) -> list[list[int]]:
-    """The prompt(s) as byte lists: a string, strings, byte ids, or lists of byte ids."""
+@router.post("/v1/completions", response_model=None, openapi_extra=openapi_body(CompletionRequest))
+async def completions(request: Request) -> Response:
+    req = await read_body(request, CompletionRequest)
+    job = generation_request(req, request)
+    header = reply_header(request, "cmpl")
+    return await serve(
+        request,
+        job,
+        lambda outcomes: JSONResponse(_reply(job, outcomes, header).model_dump()),
+        lambda: _Stream(job, header, bool(req.stream_options and req.stream_options.include_usage)),
+    )
+
+
+def generation_request(req: CompletionRequest, request: Request) -> GenerationRequest:
+    """The request's prompts (each plain or an infilling) with n choices each."""
+    config = engine_of(request).model.config  # 503 while loading, before anything needs the context length
+    n = req.n or 1
+    if req.best_of not in (None, n):
+        raise APIError(400, "best_of is not supported (only best_of == n)", "best_of", "unsupported")
+    items = _prompt_items(req)
+    infills = _infills(req, items)
+    echo = bool(req.echo)
+    if echo and any(infills):
+        raise APIError(400, "echo cannot be combined with fill-in-the-middle", param="echo", code="unsupported")
+    sampling = sampling_of(req, settings_of(request), req.max_tokens)
+    options = sampling.options
+    param = "suffix" if req.suffix else "prompt"
+    prompts = [
+        plain_prompt(text_bytes(p) if isinstance(p, str) else p, options, config)
+        if infill is None
+        else infill_prompt(infill, options, config, param)
+        for p, infill in zip(items, infills, strict=True)
+    ]
+    return GenerationRequest(prompts, sampling.seed, n, req.logprobs, echo, bool(req.stream))
+
+
+def _prompt_items(req: CompletionRequest) -> list[str | list[int]]:
+    """The prompts: a string, strings, byte ids, or lists of byte ids; 400 when one is empty."""
     p = req.prompt
-    if isinstance(p, str):
-        items: list[list[int]] = [list(p.encode("utf-8", "surrogatepass"))]
-    elif p and all(isinstance(x, int) for x in p):
-        items = [list(p)]  # type: ignore[arg-type]
-    else:
-        items = [list(x.encode("utf-8", "surrogatepass")) if isinstance(x, str) else list(x) for x in p]  # type: ignore[union-attr]
+    single = isinstance(p, str) or bool(p and all(isinstance(x, int) for x in p))
+    items: list[str | list[int]] = [p] if single else list(p)  # type: ignore[list-item]
     if not items or not all(items):
         raise APIError(400, "the prompt is empty: give at least one byte", param="prompt", code="empty_prompt")
     return items
 
 
-def infills_of(req: CompletionRequest, count: int) -> list[Infill | None]:
+def _infills(req: CompletionRequest, items: list[str | list[int]]) -> list[Infill | None]:
     """Per prompt, the infilling it asks for: `suffix` (with one string prompt) or FIM marker text."""
     if req.suffix:  # an empty suffix leaves nothing to fill: a plain completion
         if not isinstance(req.prompt, str):
             raise APIError(400, "suffix needs the prompt as one string", param="suffix", code="unsupported")
-        return [Infill(fim.encode(req.prompt), fim.encode(req.suffix))]
-    if isinstance(req.prompt, str):
-        return [fim.parse_markers(req.prompt)]
-    if all(isinstance(t, str) for t in req.prompt):
-        return [fim.parse_markers(t) for t in req.prompt]  # type: ignore[arg-type]
-    return [None] * count  # byte ids: no marker text
-
-
-@dataclass
-class ChoiceState:
-    """What one choice has produced so far."""
-
-    prompt: list[int]
-    echo: bool
-    out: bytearray = field(default_factory=bytearray)
-    records: list[ByteLogprob | None] = field(default_factory=list)
-    prompt_records: list[ByteLogprob | None] | None = None
-    finish_reason: str | None = None
-    completion_tokens: int = 0
-    eos: ByteLogprob | None = None  # the sampled EOS's logprob, listed after the text's bytes
-    decoder: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
-    offset: int = 0
+        return [Infill(text_bytes(req.prompt), text_bytes(req.suffix))]
+    return [fim.parse_markers(p) if isinstance(p, str) else None for p in items]  # byte ids: no marker text
 
 
 def logprobs_of(ids: list[int], records: list[ByteLogprob | None], top: int, start: int) -> CompletionLogprobs:
@@ -95,150 +101,60 @@ def logprobs_of(ids: list[int], records: list[ByteLogprob | None], top: int, sta
     )
 
 
-@router.post("/v1/completions", response_model=None, openapi_extra=openapi_body(CompletionRequest))
-async def completions(request: Request) -> Response:
-    req = await read_body(request, CompletionRequest)
-    engine = engine_of(request)  # 503 while loading, before anything needs the context length
-    settings = settings_of(request)
-    n = req.n or 1
-    if req.best_of not in (None, n):
-        raise APIError(400, "best_of is not supported (only best_of == n)", "best_of", "unsupported")
-    raw = prompts_of(req)
-    infills = infills_of(req, len(raw))
-    echo = bool(req.echo)
-    if echo and any(infills):
-        raise APIError(400, "echo cannot be combined with fill-in-the-middle", param="echo", code="unsupported")
-    check_capacity(len(raw) * n, settings)
-    sampling = sampling_of(req, settings, req.max_tokens, [])
-    planned = [
-        plan_infill(request, infill, sampling, "suffix" if req.suffix else "prompt")
-        if infill is not None
-        else (truncate(p, request), sampling)
-        for p, infill in zip(raw, infills, strict=True)
-    ]
-    prompts = [ids for ids, _ in planned]
-    specs = [
-        Spec(
-            prompt=prompt,
-            options=own.options,
-            seed=(sampling.seed + j) % (1 << 64),
-            logprobs=req.logprobs,
-            prompt_logprobs=echo and req.logprobs is not None,
-        )
-        for prompt, own in planned
-        for j in range(n)
-    ]
-    choices = [ChoiceState(spec.prompt, echo) for spec in specs]
-    submission = Submission(engine, specs, request)
-    meta = {"id": new_id("cmpl"), "created": now(), "model": settings.name}
-    usage_of = _usage(prompts, choices)
-    if req.stream:
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return StreamingResponse(
-            _stream(submission, choices, req.logprobs, meta, include_usage, usage_of), media_type="text/event-stream"
-        )
-    try:
-        async for event in submission.events():
-            _apply(event, choices[event.index])
-    except ClientGone:
-        return Response(status_code=499)
-    finally:
-        submission.cancel()
-    result = Completion(
-        **meta,
-        choices=[_final_choice(i, c, req.logprobs) for i, c in enumerate(choices)],
-        usage=usage_of(),
-    )
-    return JSONResponse(result.model_dump())
+def _reply(job: GenerationRequest, outcomes: list[Outcome], header: dict[str, object]) -> Completion:
+    choices = [_choice(i, job, o) for i, o in enumerate(outcomes)]
+    completion_tokens = sum(o.end.completion_tokens for o in outcomes)
+    return Completion(**header, choices=choices, usage=Usage.of(job.prompt_tokens, completion_tokens))  # type: ignore[arg-type]
 
 
-def _usage(prompts: list[list[int]], choices: list[ChoiceState]) -> Callable[[], Usage]:
-    """Usage counts bytes: each prompt once (however many choices), every byte sampled for a choice."""
-
-    def usage() -> Usage:
-        prompt_tokens = sum(map(len, prompts))
-        completion_tokens = sum(c.completion_tokens for c in choices)
-        return Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        )
-
-    return usage
+def _choice(index: int, job: GenerationRequest, o: Outcome) -> CompletionChoice:
+    """One choice; with echo its text and logprobs start with the prompt's, and a sampled EOS's
+    logprob comes after the text's bytes (logprobs count every sampled token)."""
+    ids = (job.prompt_of(index).ids if job.echo else []) + list(o.text)
+    text, logprobs = TOKENIZER.decode(ids), None
+    if job.logprobs is not None:
+        records = [*((o.prompt_logprobs or []) if job.echo else []), *o.logprobs]
+        if o.end.eos is not None:
+            ids, records = [*ids, EOS_ID], [*records, o.end.eos]
+        logprobs = logprobs_of(ids, records, job.logprobs, 0)
+    return CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=o.end.finish_reason)  # type: ignore[arg-type]
 
 
-def _apply(event: object, choice: ChoiceState) -> None:
-    if isinstance(event, Chunk):
-        choice.out += event.data
-        choice.records.extend(event.logprobs)
-    elif isinstance(event, PromptLogprobs):
-        choice.prompt_records = event.logprobs
-    elif isinstance(event, Finished):
-        choice.finish_reason = event.finish_reason
-        choice.completion_tokens = event.completion_tokens
-        choice.eos = event.eos
-    elif isinstance(event, Failed):
-        raise APIError(event.status, event.message)
+class _Stream(OpenAIStream):
+    """Completion chunks; text_offset goes on counting bytes across a choice's chunks."""
 
+    reply = Completion
 
-def _final_choice(index: int, c: ChoiceState, top: int | None) -> CompletionChoice:
-    ids = (c.prompt if c.echo else []) + list(c.out)
-    text = TOKENIZER.decode(ids)
-    logprobs = None
-    if top is not None:
-        records = (c.prompt_records or []) + c.records if c.echo else c.records
-        if c.eos is not None:
-            logprobs = logprobs_of([*ids, EOS_ID], [*records, c.eos], top, 0)
-        else:
-            logprobs = logprobs_of(ids, records, top, 0)
-    return CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=c.finish_reason)  # type: ignore[arg-type]
+    def __init__(self, job: GenerationRequest, header: dict[str, object], include_usage: bool) -> None:
+        super().__init__(job, header, include_usage)
+        self.offsets = [0] * job.count
 
+    def piece(
+        self, index: int, text: str, logprobs: CompletionLogprobs | None = None, finish: str | None = None
+    ) -> Reply:
+        return self.chunk(CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish))  # type: ignore[arg-type]
 
-async def _stream(
-    submission: Submission,
-    choices: list[ChoiceState],
-    top: int | None,
-    meta: dict[str, object],
-    include_usage: bool,
-    usage_of: Callable[[], Usage],
-) -> AsyncIterator[str]:
-    def chunk(index: int, text: str, logprobs: CompletionLogprobs | None, finish: str | None) -> str:
-        choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish)  # type: ignore[arg-type]
-        return sse(Completion(**meta, choices=[choice]))  # type: ignore[arg-type]
+    def opening(self) -> Iterable[Reply]:
+        if self.job.echo and self.job.logprobs is None:  # the echoed prompt needs no logprobs: send it at once
+            for i in range(self.job.count):
+                yield self._echo(i, None)
 
-    try:
-        if top is None:  # the echoed prompt needs no logprobs: send it at once
-            for i, c in enumerate(choices):
-                if c.echo:
-                    yield chunk(i, TOKENIZER.decode(c.prompt), None, None)
-                    c.offset = len(c.prompt)
-        async for event in submission.events():
-            c = choices[event.index]
-            if isinstance(event, PromptLogprobs):
-                yield chunk(
-                    event.index,
-                    TOKENIZER.decode(c.prompt),
-                    logprobs_of(c.prompt, event.logprobs, top or 0, 0),
-                    None,
-                )
-                c.offset = len(c.prompt)
-            elif isinstance(event, Chunk):
-                text = c.decoder.decode(event.data)
-                lp = logprobs_of(list(event.data), list(event.logprobs), top, c.offset) if top is not None else None
-                c.offset += len(event.data)
-                yield chunk(event.index, text, lp, None)
-            elif isinstance(event, Finished):
-                c.completion_tokens = event.completion_tokens
-                lp = logprobs_of([EOS_ID], [event.eos], top or 0, c.offset) if event.eos is not None else None
-                yield chunk(event.index, c.decoder.decode(b"", final=True), lp, event.finish_reason)
-            elif isinstance(event, Failed):
-                yield sse(error_body(event.status, event.message))
-                yield SSE_DONE  # the stream still ends as OpenAI streams end
-                return
-        if include_usage:
-            yield sse(Completion(**meta, choices=[], usage=usage_of()))  # type: ignore[arg-type]
-        yield SSE_DONE
-    except ClientGone:
-        return
-    finally:
-        submission.cancel()
+    def prompt(self, event: PromptLogprobs) -> Iterable[Reply]:
+        ids = self.job.prompt_of(event.index).ids
+        yield self._echo(event.index, logprobs_of(ids, event.logprobs, self.job.logprobs or 0, 0))
+
+    def _echo(self, index: int, logprobs: CompletionLogprobs | None) -> Reply:
+        ids = self.job.prompt_of(index).ids
+        self.offsets[index] = len(ids)
+        return self.piece(index, TOKENIZER.decode(ids), logprobs)
+
+    def text(self, event: Chunk, text: str) -> Iterable[Reply]:
+        i, top = event.index, self.job.logprobs
+        lp = logprobs_of(list(event.data), list(event.logprobs), top, self.offsets[i]) if top is not None else None
+        self.offsets[i] += len(event.data)
+        yield self.piece(i, text, lp)
+
+    def finish(self, event: Finished, text: str) -> Iterable[Reply]:
+        eos, top = event.eos, self.job.logprobs or 0
+        lp = logprobs_of([EOS_ID], [eos], top, self.offsets[event.index]) if eos is not None else None
+        yield self.piece(event.index, text, lp, event.finish_reason)

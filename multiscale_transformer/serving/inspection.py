@@ -21,7 +21,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from multiscale_transformer.evaluation.bpb import sliding_windows
 from multiscale_transformer.evaluation.inspect import (
@@ -36,8 +36,9 @@ from multiscale_transformer.evaluation.inspect import (
 )
 from multiscale_transformer.serving.common import engine_of, read_body, settings_of
 from multiscale_transformer.serving.errors import APIError
-from multiscale_transformer.serving.protocol import openapi_body
+from multiscale_transformer.serving.protocol import RequestModel, openapi_body
 from multiscale_transformer.serving.tokens import token_text
+from multiscale_transformer.text import text_bytes
 
 INSPECT_COST = 4  # positions computed per byte of --max-inspect-bytes
 ALTERNATIVES = 5  # top_logprobs entries per byte of --max-inspect-bytes
@@ -47,9 +48,7 @@ router = APIRouter()
 DIGITS = 4  # of logprobs and gates: ample for a view, and a quarter of the JSON
 
 
-class InspectRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
+class InspectRequest(RequestModel):
     model: str | None = None
     text: str
     top_logprobs: Annotated[int, Field(ge=0, le=20)] = 5
@@ -61,7 +60,7 @@ async def inspect(request: Request) -> Response:
     req = await read_body(request, InspectRequest)
     engine = engine_of(request)
     limit = settings_of(request).max_inspect_bytes
-    data = req.text.encode("utf-8", "surrogatepass")
+    data = text_bytes(req.text)
     if not data:
         raise APIError(400, "the text is empty: give at least one byte", param="text", code="empty_prompt")
     if len(data) > limit:

@@ -12,48 +12,51 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import Field
 
 from multiscale_transformer.generation import fim
 from multiscale_transformer.generation.fim import Infill
-from multiscale_transformer.serving.common import (
-    Sampling,
-    engine_of,
-    read_body,
-    sampling_of,
-    settings_of,
-    sse,
-    truncate,
+from multiscale_transformer.serving.common import engine_of, read_body, settings_of
+from multiscale_transformer.serving.engine import Chunk, Finished
+from multiscale_transformer.serving.errors import APIError
+from multiscale_transformer.serving.pipeline import Outcome, serve
+from multiscale_transformer.serving.protocol import (
+    CommonSampling,
+    RepetitionPenalty,
+    RequestModel,
+    SamplingFields,
+    StopList,
+    TokenId,
+    openapi_body,
 )
-from multiscale_transformer.serving.engine import Finished
-from multiscale_transformer.serving.errors import APIError, validation_error
-from multiscale_transformer.serving.infill import plan_infill, prompt_ids, specs_for
-from multiscale_transformer.serving.protocol import MAX_STOPS, SamplingFields, TokenId, openapi_body
-from multiscale_transformer.serving.submission import ClientGone, Submission, collect, guarded, text_deltas
+from multiscale_transformer.serving.request import (
+    GenerationRequest,
+    Prompt,
+    Sampling,
+    infill_prompt,
+    plain_prompt,
+    sampling_of,
+)
+from multiscale_transformer.serving.sse import Payload, StreamWriter
+from multiscale_transformer.text import text_bytes
+
+if TYPE_CHECKING:
+    from multiscale_transformer.model.config import ModelConfig
 
 router = APIRouter()
 
 
-class LlamaSampling(BaseModel):
+class LlamaSampling(CommonSampling):
     """The sampling fields of llama.cpp's native requests (unknown fields, e.g. cache_prompt, ignored)."""
 
-    model_config = ConfigDict(extra="ignore", strict=True)
-
     n_predict: Annotated[int, Field(ge=-1)] | None = None  # -1 or absent: the server's default
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    repeat_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    stop: Annotated[list[str], Field(max_length=MAX_STOPS)] | None = None
-    seed: int | None = None
-    stream: bool | None = None
+    repeat_penalty: RepetitionPenalty | None = None
+    stop: StopList | None = None
     # Editor fields (llama.vim, llama.vscode): a line after the first indented less than n_indent ends
     # the completion; past t_max_predict_ms the completion ends at the next newline. t_max_prompt_ms
     # is accepted and, as in llama.cpp's server, not acted on. response_fields (non-streamed replies):
@@ -67,21 +70,9 @@ class LlamaSampling(BaseModel):
     n_cmpl: Annotated[int, Field(ge=1, le=4)] = 1
 
     def sampling(self, request: Request) -> Sampling:
-        try:
-            fields = self._fields()
-        except ValidationError as exc:  # e.g. a stop sequence over the size limit: 400, as on /v1
-            raise validation_error(exc) from None
-        max_tokens = None if self.n_predict in (None, -1) else self.n_predict
-        sampling = sampling_of(fields, settings_of(request), max_tokens, [])
-        options = dataclasses.replace(
-            sampling.options,
-            min_indent=self.n_indent or 0,
-            max_predict_s=self.t_max_predict_ms / 1000 if self.t_max_predict_ms else None,
-        )
-        return dataclasses.replace(sampling, options=options)
-
-    def _fields(self) -> SamplingFields:
-        return SamplingFields(
+        # The fields were checked as this model's (the same bounded types as OpenAI's): translated
+        # to OpenAI's names without a second validation.
+        fields = SamplingFields.model_construct(
             temperature=self.temperature,
             top_k=self.top_k,
             top_p=self.top_p,
@@ -91,15 +82,21 @@ class LlamaSampling(BaseModel):
             stop=self.stop,
             seed=None if self.seed in (None, -1) else self.seed,
         )
+        max_tokens = None if self.n_predict in (None, -1) else self.n_predict
+        sampling = sampling_of(fields, settings_of(request), max_tokens)
+        options = dataclasses.replace(
+            sampling.options,
+            min_indent=self.n_indent or 0,
+            max_predict_s=self.t_max_predict_ms / 1000 if self.t_max_predict_ms else None,
+        )
+        return dataclasses.replace(sampling, options=options)
 
 
 class LlamaCompletionRequest(LlamaSampling):
     prompt: str | Annotated[list[TokenId], Field(min_length=1)]
 
 
-class ExtraFile(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
+class ExtraFile(RequestModel):
     filename: str = ""
     text: str = ""
 
@@ -114,47 +111,47 @@ class InfillRequest(LlamaSampling):
 @router.post("/completion", response_model=None, openapi_extra=openapi_body(LlamaCompletionRequest))
 async def completion(request: Request) -> Response:
     req = await read_body(request, LlamaCompletionRequest)
-    engine_of(request)  # 503 while loading
+    config = engine_of(request).model.config  # 503 while loading
     sampling = req.sampling(request)
-    if isinstance(req.prompt, list):
-        ids = truncate(list(req.prompt), request)
-        return await _run(request, req, ids, sampling, len(ids) < len(req.prompt))
-    infill = fim.parse_markers(req.prompt)
-    ids, sampling = prompt_ids(request, infill, req.prompt, sampling, "prompt")
-    cut = fim.truncated(infill, ids) if infill is not None else len(ids) < len(fim.encode(req.prompt))
-    return await _run(request, req, ids, sampling, cut)
+    return await _serve(request, req, _completion_prompt(req.prompt, sampling, config), sampling)
+
+
+def _completion_prompt(prompt: str | list[int], sampling: Sampling, config: ModelConfig) -> Prompt:
+    """Byte ids as given; text as an infilling when it is a client's FIM template, else as given."""
+    if isinstance(prompt, list):
+        return plain_prompt(prompt, sampling.options, config)
+    infill = fim.parse_markers(prompt)
+    if infill is not None:
+        return infill_prompt(infill, sampling.options, config, "prompt")
+    return plain_prompt(text_bytes(prompt), sampling.options, config)
 
 
 @router.post("/infill", response_model=None, openapi_extra=openapi_body(InfillRequest))
 async def infill(request: Request) -> Response:
     req = await read_body(request, InfillRequest)
-    engine_of(request)
+    config = engine_of(request).model.config
     extra = "".join(f"# Path: {f.filename}\n{f.text}\n" if f.filename else f"{f.text}\n" for f in req.input_extra or [])
-    wanted = Infill(fim.encode(extra + req.input_prefix), fim.encode(req.input_suffix), fim.encode(req.prompt))
-    ids, sampling = plan_infill(request, wanted, req.sampling(request), "input_suffix")
-    return await _run(request, req, ids, sampling, fim.truncated(wanted, ids))
+    wanted = Infill(text_bytes(extra + req.input_prefix), text_bytes(req.input_suffix), text_bytes(req.prompt))
+    sampling = req.sampling(request)
+    return await _serve(request, req, infill_prompt(wanted, sampling.options, config, "input_suffix"), sampling)
 
 
-async def _run(request: Request, req: LlamaSampling, ids: list[int], sampling: Sampling, cut: bool) -> Response:
-    """Serve the completions of `ids`; `cut`: the request's text did not all fit the context."""
-    settings = settings_of(request)
+async def _serve(request: Request, req: LlamaSampling, prompt: Prompt, sampling: Sampling) -> Response:
+    """Serve n_cmpl completions of `prompt`: a reply object (a list of them when n_cmpl > 1), or a stream."""
     n = req.n_cmpl
     if n > 1 and req.stream:
         raise APIError(400, "n_cmpl above 1 is served without streaming", param="n_cmpl")
-    submission = Submission(engine_of(request), specs_for(ids, sampling, n), request)
-    summary = _Summary(settings.name, len(ids), sampling, cut)
-    if req.stream:
-        return StreamingResponse(guarded(submission, _stream(submission, summary)), media_type="text/event-stream")
-    try:
-        outcomes = await collect(submission, n)
-    except ClientGone:
-        return Response(status_code=499)
-    replies = []
-    for i, outcome in enumerate(outcomes):
-        assert outcome.finished is not None
-        reply = summary.final(outcome.text.decode("utf-8", "replace"), outcome.finished, i, outcome.first_event)
-        replies.append(reply if req.response_fields is None else only_fields(reply, req.response_fields))
-    return JSONResponse(replies if n > 1 else replies[0])
+    job = GenerationRequest([prompt], sampling.seed, n, stream=bool(req.stream))
+    summary = _Summary(settings_of(request).name, prompt, sampling.seed)
+
+    def reply(outcomes: list[Outcome]) -> Response:
+        replies = []
+        for i, o in enumerate(outcomes):
+            reply = summary.final(o.text.decode("utf-8", "replace"), o.end, i, o.first_event)
+            replies.append(reply if req.response_fields is None else only_fields(reply, req.response_fields))
+        return JSONResponse(replies if n > 1 else replies[0])
+
+    return await serve(request, job, reply, lambda: _Stream(summary))
 
 
 def only_fields(reply: dict[str, Any], paths: list[str]) -> dict[str, Any]:
@@ -174,27 +171,27 @@ def only_fields(reply: dict[str, Any], paths: list[str]) -> dict[str, Any]:
 class _Summary:
     """llama.cpp's closing fields: what stopped generation, counts, settings and timings."""
 
-    def __init__(self, model: str, n_prompt: int, sampling: Sampling, truncated: bool) -> None:
-        self.model, self.n_prompt, self.sampling, self.truncated = model, n_prompt, sampling, truncated
+    def __init__(self, model: str, prompt: Prompt, seed: int) -> None:
+        self.model, self.prompt, self.seed = model, prompt, seed
         self.started = time.perf_counter()
 
     def final(self, content: str, done: Finished, index: int = 0, first_event: float | None = None) -> dict[str, Any]:
         """The closing object; first_event: when the completion's first event came (the prompt read)."""
-        o, p = self.sampling.options, self.sampling.options.params
+        o, p = self.prompt.options, self.prompt.options.params  # as planned: an infilling's limit and stops
         # llama.cpp ends a completion by its indentation or time limit with stop_type "limit".
         stop_type = {"eos": "eos", "word": "word"}.get(done.stopped_by or "", "limit")
         now = time.perf_counter()
         read = (first_event or now) - self.started  # queueing and prefill, until the first byte
         generating = now - (first_event or now)
-        n_gen = done.completion_tokens
+        n_gen, n_prompt = done.completion_tokens, len(self.prompt.ids)
         return {
             "index": index,
             "content": content,
             "stop": True,
             "model": self.model,
             "tokens_predicted": done.completion_tokens,
-            "tokens_evaluated": self.n_prompt,
-            "truncated": self.truncated,
+            "tokens_evaluated": n_prompt,
+            "truncated": self.prompt.truncated,
             "stop_type": stop_type,
             "stopped_eos": stop_type == "eos",
             "stopped_word": stop_type == "word",
@@ -208,17 +205,17 @@ class _Summary:
                 "repeat_penalty": p.repetition_penalty,
                 "frequency_penalty": o.frequency_penalty,
                 "presence_penalty": o.presence_penalty,
-                "seed": self.sampling.seed,
+                "seed": self.seed,
                 "stop": [s.decode("utf-8", "replace") for s in o.stop],
                 "n_indent": o.min_indent,
                 "t_max_predict_ms": round(o.max_predict_s * 1000) if o.max_predict_s is not None else -1,
             },
             "tokens_cached": 0,  # no prompt is reused between requests yet
             "timings": {
-                "prompt_n": self.n_prompt,
+                "prompt_n": n_prompt,
                 "prompt_ms": read * 1000,
-                "prompt_per_token_ms": read * 1000 / max(1, self.n_prompt),
-                "prompt_per_second": self.n_prompt / read if read > 0 else 0.0,
+                "prompt_per_token_ms": read * 1000 / max(1, n_prompt),
+                "prompt_per_second": n_prompt / read if read > 0 else 0.0,
                 "predicted_n": n_gen,
                 "predicted_ms": generating * 1000,
                 "predicted_per_token_ms": generating * 1000 / max(1, n_gen),
@@ -227,11 +224,21 @@ class _Summary:
         }
 
 
-async def _stream(submission: Submission, summary: _Summary) -> AsyncIterator[str]:
-    first: float | None = None
-    async for _, text, finished in text_deltas(submission, 1):
-        first = first or time.perf_counter()
-        if text:
-            yield sse({"index": 0, "content": text, "stop": False})
-        if finished is not None:
-            yield sse(summary.final("", finished, 0, first))
+class _Stream(StreamWriter):
+    """llama.cpp's stream: {"content", "stop": false} objects, then the closing object; no [DONE]."""
+
+    done = False
+
+    def __init__(self, summary: _Summary) -> None:
+        self.summary = summary
+        self.first: float | None = None  # when the first byte came: the prompt had been read
+
+    def text(self, event: Chunk, text: str) -> Iterable[Payload]:
+        return self._content(text)
+
+    def finish(self, event: Finished, text: str) -> Iterable[Payload]:
+        return [*self._content(text), self.summary.final("", event, 0, self.first)]
+
+    def _content(self, text: str) -> list[Payload]:
+        self.first = self.first or time.perf_counter()
+        return [{"index": 0, "content": text, "stop": False}] if text else []

@@ -18,6 +18,8 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from multiscale_transformer.serving.middleware import HTTPMiddleware
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
@@ -64,17 +66,14 @@ async def metrics_endpoint(request: Request) -> Response:
     return request.app.state.metrics.render()
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(HTTPMiddleware):
     """Counts every HTTP request and times it to its response's last body message."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = 500  # an exception before the response started
 

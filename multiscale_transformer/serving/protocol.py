@@ -7,11 +7,12 @@ clients written for other servers keep working; strict typing rejects "5" where 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from multiscale_transformer.model.vocab import VOCAB_SIZE
+from multiscale_transformer.text import text_bytes
 
 # Bytes are the tokens: a prompt given as token ids is a list of byte values, where BOS (256) and
 # EOS (257) may stand as context: lm-evaluation-harness starts every scored text with EOS, as
@@ -20,47 +21,74 @@ TokenId = Annotated[int, Field(ge=0, le=VOCAB_SIZE - 1)]
 MAX_STOPS = 16
 MAX_STOP_BYTES = 256
 
+# The sampling ranges, declared once: the request models of every wire shape (OpenAI's, Mistral's,
+# llama.cpp's) type their fields with these, and the server checks the values nowhere else.
+MaxTokens = Annotated[int, Field(ge=0)]
+Temperature = Annotated[float, Field(ge=0, le=2)]
+TopP = Annotated[float, Field(gt=0, le=1)]
+TopK = Annotated[int, Field(ge=0)]
+RepetitionPenalty = Annotated[float, Field(gt=0, le=10)]
+Penalty = Annotated[float, Field(ge=-2, le=2)]  # frequency_penalty and presence_penalty
+LogitBias = Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=300)]
+StopList = Annotated[list[str], Field(max_length=MAX_STOPS)]
 
-class StreamOptions(BaseModel):
+
+class RequestModel(BaseModel):
+    """(Part of) a request body: unknown fields ignored, strict types, and a bounded `stop` where it has one."""
+
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    include_usage: bool | None = None
-
-
-class SamplingFields(BaseModel):
-    """Fields shared by /v1/completions and /v1/chat/completions."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    model: str | None = None
-    max_tokens: Annotated[int, Field(ge=0)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    # Extensions (llama.cpp / vLLM names); defaults from the published generation config.
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=300)] | None = None
-    stop: str | Annotated[list[str], Field(max_length=MAX_STOPS)] | None = None
-    n: Annotated[int, Field(ge=1, le=16)] | None = None
-    seed: int | None = None
-    stream: bool | None = None
-    stream_options: StreamOptions | None = None
-    user: str | None = None
-
-    @field_validator("stop")
+    @field_validator("stop", check_fields=False)
     @classmethod
     def _stop_size(cls, value: str | list[str] | None) -> str | list[str] | None:
         for s in [value] if isinstance(value, str) else value or []:
-            if len(s.encode("utf-8", "surrogatepass")) > MAX_STOP_BYTES:
+            if len(text_bytes(s)) > MAX_STOP_BYTES:
                 raise ValueError(f"a stop sequence may have at most {MAX_STOP_BYTES} bytes")
         return value
 
+
+class StreamOptions(RequestModel):
+    include_usage: bool | None = None
+
+
+class CommonSampling(RequestModel):
+    """The sampling fields that OpenAI's and llama.cpp's requests name alike (top_k is an extension
+    of OpenAI's API, as in vLLM); None: the served model's default."""
+
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    seed: int | None = None
+    stream: bool | None = None
+
+
+class SamplingFields(CommonSampling):
+    """Fields shared by /v1/completions, /v1/chat/completions and /v1/fim/completions."""
+
+    model: str | None = None
+    max_tokens: MaxTokens | None = None
+    repetition_penalty: RepetitionPenalty | None = None  # llama.cpp's and vLLM's extension
+    logit_bias: LogitBias | None = None
+    stop: str | StopList | None = None
+    n: Annotated[int, Field(ge=1, le=16)] | None = None
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key in value or {}:
+            # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+            if not (key.isascii() and key.isdigit()) or int(key) >= VOCAB_SIZE:
+                raise ValueError(f"logit_bias keys must be token ids 0..{VOCAB_SIZE - 1}, got {key!r}")
+        return value
+
     def stops(self) -> list[bytes]:
-        """Non-empty stop sequences as UTF-8 bytes."""
+        """Non-empty stop sequences as bytes."""
         items = [self.stop] if isinstance(self.stop, str) else self.stop or []
-        return [s.encode("utf-8", "surrogatepass") for s in items if s]
+        return [text_bytes(s) for s in items if s]
 
 
 class CompletionRequest(SamplingFields):
@@ -71,16 +99,12 @@ class CompletionRequest(SamplingFields):
     best_of: Annotated[int, Field(ge=1)] | None = None
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
+class TextPart(RequestModel):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
+class ChatMessage(RequestModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -94,7 +118,7 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     # Newer clients (and LangChain) send max_completion_tokens instead of max_tokens.
-    max_completion_tokens: Annotated[int, Field(ge=0)] | None = None
+    max_completion_tokens: MaxTokens | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
 
@@ -106,6 +130,29 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+
+FinishReason = Literal["stop", "length"]
+Choice = TypeVar("Choice", bound=BaseModel)
+
+
+class Reply(BaseModel, Generic[Choice]):
+    """What a completion reply and each chunk of its stream have: the request's id, time and model."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None = None
 
 
 class CompletionLogprobs(BaseModel):
@@ -119,16 +166,7 @@ class CompletionChoice(BaseModel):
     index: int
     text: str
     logprobs: CompletionLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
-
-
-class Completion(BaseModel):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
+    finish_reason: FinishReason | None = None
 
 
 class TopLogprob(BaseModel):
@@ -154,16 +192,7 @@ class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
+    finish_reason: FinishReason | None = None
 
 
 class Delta(BaseModel):
@@ -175,16 +204,20 @@ class ChatChunkChoice(BaseModel):
     index: int
     delta: Delta
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
 
 
-class ChatCompletionChunk(BaseModel):
-    id: str
+class Completion(Reply[CompletionChoice]):
+    object: Literal["text_completion"] = "text_completion"
+
+
+class ChatCompletion(Reply[ChatChoice]):
+    object: Literal["chat.completion"] = "chat.completion"
+    usage: Usage
+
+
+class ChatCompletionChunk(Reply[ChatChunkChoice]):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChatChunkChoice]
-    usage: Usage | None = None
 
 
 class ModelCard(BaseModel):

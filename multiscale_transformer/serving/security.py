@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from multiscale_transformer.serving.errors import error_response
+from multiscale_transformer.serving.middleware import HTTPMiddleware
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
@@ -80,17 +81,14 @@ class OriginPolicy:
         return parts is not None and parts.scheme in ("http", "https") and parts.netloc == host_header.lower()
 
 
-class OriginGuard:
+class OriginGuard(HTTPMiddleware):
     """ASGI middleware that refuses requests with a foreign Host or Origin before anything else runs."""
 
     def __init__(self, app: ASGIApp, policy: OriginPolicy) -> None:
-        self.app = app
+        super().__init__(app)
         self.policy = policy
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
         if not self.policy.host_ok(host):

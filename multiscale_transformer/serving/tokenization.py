@@ -12,12 +12,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from multiscale_transformer.model.vocab import BOS_ID, EOS_ID, FIM_IDS, VOCAB_SIZE, ByteTokenizer
 from multiscale_transformer.serving.common import engine_of, read_body
-from multiscale_transformer.serving.protocol import TokenId, openapi_body
+from multiscale_transformer.serving.protocol import RequestModel, TokenId, openapi_body
 from multiscale_transformer.serving.tokens import SPECIAL
+from multiscale_transformer.text import text_bytes
 
 router = APIRouter()
 SPECIAL_IDS = {text: token for token, text in SPECIAL.items()}
@@ -26,9 +27,7 @@ MAX_TOKENS = 1 << 20
 TOKENIZER = ByteTokenizer()
 
 
-class TokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
+class TokenizeRequest(RequestModel):
     model: str | None = None
     prompt: str | None = None
     content: str | None = None  # llama.cpp's name for the text
@@ -43,9 +42,7 @@ class TokenizeRequest(BaseModel):
         return self
 
 
-class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
+class DetokenizeRequest(RequestModel):
     model: str | None = None
     tokens: Annotated[list[TokenId], Field(max_length=MAX_TOKENS)]
 
@@ -57,7 +54,7 @@ def tokenize(text: str, add_special: bool) -> list[int]:
         if part in SPECIAL_IDS:
             ids.append(SPECIAL_IDS[part])
         else:
-            ids += part.encode("utf-8", "surrogatepass")
+            ids += text_bytes(part)
     return ids
 
 
