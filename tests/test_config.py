@@ -66,6 +66,9 @@ def test_published_config_json_loads(tmp_path) -> None:
     assert cfg.d_model == 512 and cfg.dropout == 0.1
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     assert load_config(tmp_path) == cfg
+    (tmp_path / "config.json").write_text(json.dumps({**published, "bias": True}))  # no layer has biases
+    with pytest.raises(UserError, match="bias must be false"):
+        load_config(tmp_path / "config.json")
 
 
 @pytest.mark.parametrize(

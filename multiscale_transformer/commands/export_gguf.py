@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"unsupported --outtype {args.outtype!r}; choose one of {', '.join(OUTTYPES)}")
     if args.eval_text and not Path(args.eval_text).is_file():
         raise UserError(f"{args.eval_text}: evaluation text not found")
-    from multiscale_transformer.export.gguf import check_exportable, import_gguf
+    from multiscale_transformer.export.gguf import import_gguf
 
     import_gguf()
     set_threads(args.threads)
@@ -64,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
 
     model_path = model_path_from_args(args)
     model = MultiScaleTransformer.from_pretrained(model_path).eval()
-    check_exportable(model.config)
     if outtype == "q4_k_m":
         from multiscale_transformer.export.runtime import import_llama_cpp
 

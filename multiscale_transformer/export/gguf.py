@@ -24,7 +24,6 @@ from multiscale_transformer.model.vocab import BOS_ID, EOS_ID, FIM_IDS
 if TYPE_CHECKING:
     import torch
 
-    from multiscale_transformer.model.config import ModelConfig
     from multiscale_transformer.model.model import MultiScaleTransformer
 
 # What gguf-py writes itself; "q4_k_m" goes through llama.cpp's quantizer (export/quantize.py).
@@ -53,18 +52,8 @@ class WrittenTensor:
     type_name: str  # GGML type, e.g. "Q4_0"
 
 
-def check_exportable(config: ModelConfig) -> None:
-    """Raise UserError when the fine path has something the llama architecture cannot express."""
-    if config.bias:
-        raise UserError(
-            "this model has bias=True, and llama-architecture GGUF has no bias tensors for "
-            "attention and feed-forward; only bias-free models can be exported"
-        )
-
-
 def fine_path_tensors(model: MultiScaleTransformer) -> Iterator[tuple[str, torch.Tensor]]:
     """(GGUF name, tensor) for every parameter the fine-only forward uses, in llama.cpp's order."""
-    check_exportable(model.config)
     state = model.state_dict()
     yield TOP_TENSORS["tok_emb.weight"], state["tok_emb.weight"]
     for i in range(model.config.scale_depths[0]):  # the fine stack
@@ -129,7 +118,6 @@ def write_gguf(model: MultiScaleTransformer, path: Path, outtype: str, name: str
     if outtype not in GGUF_PY_OUTTYPES:
         raise UserError(f"gguf-py writes {', '.join(GGUF_PY_OUTTYPES)}; got {outtype!r}")
     cfg = model.config
-    check_exportable(cfg)
     written: list[WrittenTensor] = []
     with atomic_path(path) as tmp:
         writer = gguf.GGUFWriter(tmp, "llama")

@@ -68,7 +68,6 @@ class ModelConfig:
     n_cross_attn_layers: int = 1  # rounds of cross-scale blocks after the stacks
     max_seq_len: int = 256  # bytes of context: the longest input, the RoPE table's length
     dropout: float = 0.0  # on embeddings, attention and SwiGLU outputs while training
-    bias: bool = False  # biases in the linear layers (AXL has none; the GGUF export refuses them)
     rope_theta: float = 10000.0  # RoPE base frequency
     downsample_factors: list[int] = field(default_factory=lambda: [1, 2, 4])  # bytes per token of each scale
     norm_eps: float = 1e-5  # RMSNorm epsilon
@@ -93,7 +92,7 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise UserError(f"config: {name} must be a number, got {value!r}")
-        for name in ("bias", "fim"):
+        for name in ("fim",):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"config: {name} must be true or false, got {getattr(self, name)!r}")
         ints = ("vocab_size", "d_model", "n_heads", "d_ff", "n_layers_per_scale", "max_seq_len")
@@ -179,7 +178,12 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Build from a dict such as a published config.json; non-hyper-parameter keys are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known - _PUBLISHED_EXTRA_KEYS
+        if data.get("bias", False) is not False:  # AXL's config.json says "bias": false; nothing else is built
+            raise UserError(
+                f"config: bias must be false (AXL's linear layers have no biases, nor has llama-architecture GGUF), "
+                f"got {data['bias']!r}"
+            )
+        unknown = set(data) - known - _PUBLISHED_EXTRA_KEYS - {"bias"}
         if unknown:
             raise UserError(f"config: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
         return cls(**{k: v for k, v in data.items() if k in known})
