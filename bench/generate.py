@@ -46,6 +46,21 @@ def measure(model: MultiScaleTransformer, prompt: list[int], new: int, cached: b
     return (new - 1) / max(total - first, 1e-9), first
 
 
+def api_rate(model: MultiScaleTransformer, prompt: list[int], new: int) -> float:
+    """Bytes/s end to end (prefill included) through `model.generate`, the AXL card's Python API."""
+    start = time.perf_counter()
+    model.generate(torch.tensor([prompt]), max_new_tokens=new, temperature=0.0, stop_at_eos=False)
+    return new / (time.perf_counter() - start)
+
+
+def stream_rate(model: MultiScaleTransformer, prompt: list[int], new: int) -> float:
+    """Bytes/s end to end (prefill included) through the generation loop with the cached decoder."""
+    start = time.perf_counter()
+    for _ in stream(model, [prompt], new, GREEDY, decoder=new_decoder(model, 1)):
+        pass
+    return new / (time.perf_counter() - start)
+
+
 def best_of(rounds: int, *runs: tuple[MultiScaleTransformer, list[int], int, bool]) -> list[tuple[float, float]]:
     """Each run's best (fastest) measurement over `rounds` rounds, the runs interleaved within a round so
     that drift in this shared machine's memory bandwidth hits them alike; noise only ever slows a run."""
@@ -93,6 +108,13 @@ def main() -> None:
         )
         row("full recomputation", full_rate, full_ttfb, None)
         row("KV-cached", rate, ttfb, full_rate)
+        loop, api = 0.0, 0.0
+        for _ in range(args.rounds):  # interleaved, best of each: the API's own overhead, end to end
+            loop, api = max(loop, stream_rate(model, prompt, args.new)), max(api, api_rate(model, prompt, args.new))
+        print(
+            f"  end to end (prefill included): decoder loop {loop:.1f} bytes/s, model.generate {api:.1f} "
+            f"bytes/s ({api / loop:.3f} of the loop)"
+        )
         if args.gguf:
             from gguf_speed import llama_cpp_rate  # bench/gguf_speed.py, beside this script
 

@@ -67,8 +67,8 @@ def test_exact_match_counts_the_holes_whose_greedy_answer_is_the_middle() -> Non
     def answers(prefix: bytes, suffix: bytes) -> tuple[bytes, bytes]:
         """(prefix alone, prefix and suffix): the greedy single line."""
         alone = b"".join(TextStream(model, [EOS_ID, *prefix], limit, greedy, [b"\n"]))
-        ids, max_tokens = fim.plan(model.config, Infill(prefix, suffix), limit)
-        return alone, b"".join(TextStream(model, ids, max_tokens, greedy, [b"\n"]))
+        plan = fim.plan(model.config, Infill(prefix, suffix), limit)
+        return alone, b"".join(TextStream(model, plan.ids, plan.max_tokens, greedy, [b"\n"]))
 
     suffix = b"\n\nprint(area(2))\n"
     first, second = b"def area(r):\n    return r", b"def area(r):\n    x = "

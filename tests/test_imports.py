@@ -1,4 +1,4 @@
-"""The package's import graph: no circles (lazy imports included) and model/ at the bottom."""
+"""The package's import graph: no circles (lazy and TYPE_CHECKING imports included) and model/ at the bottom."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> package modules it imports at run time (anywhere in the file, but not TYPE_CHECKING)."""
+def import_graph(typing: bool = True) -> dict[str, set[str]]:
+    """Module -> package modules it imports anywhere in the file (lazy imports too), and also under
+    `if TYPE_CHECKING:` unless typing=False: a circle of type imports is a circle a reader follows,
+    and types can live where both sides import them."""
     modules = {module_name(p): p for p in ROOT.rglob("*.py")}
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():
@@ -27,7 +29,7 @@ def import_graph() -> dict[str, set[str]]:
         typing_only = {
             id(sub)
             for node in ast.walk(tree)
-            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+            if not typing and isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
             for sub in ast.walk(node)
         }
         for node in ast.walk(tree):

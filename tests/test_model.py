@@ -4,7 +4,7 @@ import torch
 from multiscale_transformer.model.config import ModelConfig
 from multiscale_transformer.model.model import MultiScaleTransformer
 
-from .conftest import make_model
+from .conftest import FEATURES, OPTIONS, make_model
 
 
 @pytest.mark.parametrize("T", [1, 2, 3, 5, 64, 128])
@@ -71,3 +71,17 @@ def test_one_training_step_lowers_loss() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("case", sorted({**OPTIONS, "published": FEATURES}))
+def test_every_parameter_reaches_the_loss(case: str) -> None:
+    """No layer is computed and then dropped: every parameter gets a gradient (a wiring that keeps
+    only the last of two cross blocks into one scale fails here)."""
+    model = make_model("tiny", seed=3, **{**FEATURES, **OPTIONS.get(case, {})}).train()
+    with torch.no_grad():  # a zero-initialised fusion passes no gradient to what feeds it but itself
+        if model.fusion is not None:
+            model.fusion.weight.normal_(0, 0.02)
+    x = torch.randint(0, 256, (2, 33))
+    model(x).logsumexp(-1).mean().backward()
+    dead = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []

@@ -41,7 +41,7 @@ def test_generate_with_extreme_sampling_values_completes(flag: list[str]) -> Non
         ({"downsample_factors": "124"}, "downsample_factors must be a list of integers"),
         ({"dropout": "abc"}, "dropout must be a number"),
         ({"rope_theta": None}, "rope_theta must be a number"),
-        ({"bias": "no"}, "bias must be true or false"),
+        ({"bias": "no"}, "bias must be false"),
         ({"d_model": 65536, "n_heads": 8, "d_ff": 65536}, "GB"),
         ({"max_seq_len": 1_000_000_000}, "GB"),
         ({"max_seq_len": 1e9}, "max_seq_len must be a positive integer"),

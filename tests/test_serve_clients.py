@@ -132,14 +132,14 @@ def test_echo_and_logprobs_are_the_models(client: openai.OpenAI, model: MultiSca
     assert choice.text == prompt
     lp = choice.logprobs
     assert lp is not None and lp.tokens == list(prompt) and lp.text_offset == list(range(len(prompt)))
-    ids = torch.tensor([list(prompt.encode())])
+    ids = torch.tensor([[257, *prompt.encode()]])  # the prompt as generation reads it: a file's start
     with torch.no_grad():
         expected = torch.log_softmax(model(ids)[0], dim=-1)
     assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
-    for t in range(1, len(prompt)):
-        assert lp.token_logprobs[t] == pytest.approx(float(expected[t - 1, ids[0, t]]), abs=1e-4)
+    for t in range(1, len(prompt)):  # row t of the model's output predicts prompt byte t (ids[t + 1])
+        assert lp.token_logprobs[t] == pytest.approx(float(expected[t, ids[0, t + 1]]), abs=1e-4)
         top = lp.top_logprobs[t]
-        assert len(top) == 3 and max(top.values()) == pytest.approx(float(expected[t - 1].max()), abs=1e-4)
+        assert len(top) == 3 and max(top.values()) == pytest.approx(float(expected[t].max()), abs=1e-4)
     gen = client.completions.create(model=NAME, prompt=prompt, max_tokens=5, echo=True, logprobs=0, seed=1)
     assert gen.choices[0].text.startswith(prompt)
     assert len(gen.choices[0].logprobs.token_logprobs) == len(prompt) + 5

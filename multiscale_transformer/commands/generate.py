@@ -78,10 +78,10 @@ def run(args: argparse.Namespace) -> int:
         from multiscale_transformer.generation import fim
 
         infill = fim.Infill(text_bytes(args.prompt), text_bytes(args.suffix))
-        prompt_ids, max_new_tokens = fim.plan(model.config, infill, max_new_tokens)
-    stops = [text_bytes(s) for s in args.stop]
-    if args.suffix:
-        stops += fim.editor_stops(infill)
+        plan = fim.plan(model.config, infill, max_new_tokens, [text_bytes(s) for s in args.stop])
+        prompt_ids, max_new_tokens, stops = plan.ids, plan.max_tokens, list(plan.stop)
+    else:
+        stops = [text_bytes(s) for s in args.stop]
     completion = TextStream(
         model,
         prompt_ids,

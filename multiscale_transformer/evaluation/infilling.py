@@ -183,10 +183,10 @@ def _greedy_infill(model: MultiScaleTransformer, hole: Hole) -> tuple[bytes, str
     """The greedy infilling of an editor's request at the hole, and what ended it (RowState.stopped_by)."""
     limit = max_middle("line", model.config.max_seq_len) + 1
     infill = Infill(hole.prefix, hole.suffix)
-    ids, max_tokens = fim.plan(model.config, infill, limit)
+    plan = fim.plan(model.config, infill, limit)
     line = hole.prefix[hole.prefix.rfind(b"\n") + 1 :]  # the cursor's line up to the cursor
     indent = len(line) - len(line.lstrip(b" \t"))
-    stream = TextStream(model, ids, max_tokens, GREEDY, list(fim.editor_stops(infill)), min_indent=indent)
+    stream = TextStream(model, plan.ids, plan.max_tokens, GREEDY, list(plan.stop), min_indent=indent)
     return b"".join(stream), stream.stopped_by
 
 

@@ -121,8 +121,8 @@ def scale_shares(
 
     The fusion gate alone can say nothing: in a layout where the coarse scales reach the bytes through
     cross-attention (`axl train`'s from 2 layers per scale, the bundled model's), the trained gate
-    puts all its weight on the bytes, while the cross-attention from the 2x scale adds to each byte's
-    stream about 40% of the fine stack's norm (measured on the bundled model)."""
+    puts all its weight on the bytes, while the cross-attention from the 2x scale alone added to each
+    byte's stream about 40% of the fine stack's norm (measured on the bundled model)."""
     n = model.config.n_scales
     parts = [trace.fine.norm(dim=-1)]  # (B, T)
     for s in range(1, n):

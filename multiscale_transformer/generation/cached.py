@@ -1,6 +1,6 @@
 """KV-cached decoding across all scales, equal to the full forward pass.
 
-The model's one forward does the work (`model(ids, cache=..., rows=..., input_pos=...)`): a prefill
+The model's one forward does the work (`model(ids, at=cache.at(rows, start))`): a prefill
 is a call with a row's whole window from byte 0, a step a call with one new byte per row at its
 own position. This decoder keeps the per-row bookkeeping: the ModelCache, each row's length and
 ids. Rows are independent, so prompts of different lengths and requests that start at different
@@ -88,5 +88,5 @@ class CachedDecoder:
     def _last_logits(self, ids: torch.Tensor, rows: list[int], positions: list[int]) -> torch.Tensor:
         """The model's forward over new bytes ids (R, T) of cache rows `rows`, first at `positions`:
         the logits after each row's last byte, (R, V)."""
-        hidden = self.model.hidden(ids, cache=self.cache, rows=rows, input_pos=positions)
+        hidden = self.model.hidden(ids, self.cache.at(rows, positions))
         return self.model.head(hidden[:, -1])

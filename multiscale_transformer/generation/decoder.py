@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from multiscale_transformer.model.cache import ModelCache
+from multiscale_transformer.model.cache import Rows
 from multiscale_transformer.model.config import ModelConfig
 
 
@@ -27,14 +27,7 @@ class LanguageModel(Protocol):
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor: ...
 
-    def hidden(
-        self,
-        idx: torch.Tensor,
-        *,
-        cache: ModelCache | None = None,
-        rows: Sequence[int] | None = None,
-        input_pos: Sequence[int] | None = None,
-    ) -> torch.Tensor: ...
+    def hidden(self, idx: torch.Tensor, at: Rows | None = None) -> torch.Tensor: ...
 
     def head(self, h: torch.Tensor) -> torch.Tensor: ...
 

@@ -13,10 +13,12 @@ suffix from the right, each on a UTF-8 character boundary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from multiscale_transformer.errors import UserError
+from multiscale_transformer.generation.decoder import LanguageModel
 from multiscale_transformer.generation.generate import TextStream
 from multiscale_transformer.model.vocab import EOS_ID, FIM_MIDDLE_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID
 from multiscale_transformer.text import text_bytes
@@ -24,7 +26,6 @@ from multiscale_transformer.text import text_bytes
 if TYPE_CHECKING:
     from multiscale_transformer.generation.sampling import SamplingParams
     from multiscale_transformer.model.config import ModelConfig
-    from multiscale_transformer.model.model import MultiScaleTransformer
 
 # Marker text that editors' FIM templates write into a prompt, per model family:
 # (prefix, suffix, middle, spaced). Code Llama's template puts one space after <PRE>, before <SUF>
@@ -108,13 +109,23 @@ def max_infill_tokens(window: int) -> int:
     return window // 4
 
 
-def plan(config: ModelConfig, infill: Infill, max_tokens: int) -> tuple[list[int], int]:
-    """(prompt ids, max_tokens) for an infilling: the room to generate is at most `max_infill_tokens`,
-    and generation stops where the context ends (sliding past it would drop the sentinels)."""
+class Plan(NamedTuple):
+    """How to generate an infilling: every caller (CLI, server, evaluator) asks `plan` for one."""
+
+    ids: list[int]  # the prompt, laid out as the model was trained
+    max_tokens: int  # at most `max_infill_tokens`, and no further than the context ends
+    stop: tuple[bytes, ...]  # the caller's stop sequences, then the editor's (`editor_stops`)
+
+
+def plan(config: ModelConfig, infill: Infill, max_tokens: int, stop: Sequence[bytes] = ()) -> Plan:
+    """The Plan of an infilling: the room to generate is at most `max_infill_tokens`, generation stops
+    where the context ends (sliding past it would drop the sentinels) and where an editor's server
+    would end it."""
     check_fim(config)
     window = config.max_seq_len
     ids = infill_prompt(infill, window, max(1, min(max_tokens, max_infill_tokens(window))))
-    return ids, min(max_tokens, window - len(ids))
+    stops = (*stop, *(s for s in editor_stops(infill) if s not in stop))
+    return Plan(ids, min(max_tokens, window - len(ids)), stops)
 
 
 def truncated(infill: Infill, ids: list[int]) -> bool:
@@ -139,7 +150,7 @@ def editor_stops(infill: Infill) -> tuple[bytes, ...]:
 
 
 def infill(
-    model: MultiScaleTransformer,
+    model: LanguageModel,
     prefix: str,
     suffix: str,
     max_new_tokens: int,
@@ -149,8 +160,8 @@ def infill(
 ) -> str:
     """The model's middle between `prefix` and `suffix` (what the server's FIM endpoints return)."""
     wanted = Infill(text_bytes(prefix), text_bytes(suffix))
-    ids, max_tokens = plan(model.config, wanted, max_new_tokens)
-    out = b"".join(TextStream(model, ids, max_tokens, params, [*(stop or []), *editor_stops(wanted)], seed))
+    p = plan(model.config, wanted, max_new_tokens, stop or ())
+    out = b"".join(TextStream(model, p.ids, p.max_tokens, params, list(p.stop), seed))
     return out.decode("utf-8", "replace")
 
 

@@ -50,12 +50,11 @@ class CrossWeights(NamedTuple):
     w2: Dense
 
 
-class Block(nn.Module):
-    """Pre-norm transformer layer of one stack: causal self-attention, then SwiGLU."""
+class _Layer(nn.Module):
+    """What both layers share: an attention's projections, then a pre-norm SwiGLU."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+    def _add_attention_and_ffn(self, cfg: ModelConfig) -> None:
+        """Registered after the layer's own norms, in the order checkpoints and optimizers know."""
         self.attn = Attention(cfg.d_model, cfg.n_heads)
         self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.ffn = SwiGLU(cfg.d_model, cfg.d_ff)
@@ -63,16 +62,24 @@ class Block(nn.Module):
         self.heads = cfg.n_heads  # plain attributes: a submodule's would cost a lookup per byte
         self.dropout = cfg.dropout
 
+    def _folded_output(self) -> tuple[Dense, Dense, Dense]:
+        """wo, then the SwiGLU's w1/w3 (ffn_norm folded in) and w2."""
+        f = self.ffn
+        return dense(self.attn.wo), dense(f.w1, f.w3, gain=self.ffn_norm.weight), dense(f.w2)
+
+
+class Block(_Layer):
+    """Pre-norm transformer layer of one stack: causal self-attention, then SwiGLU."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self._add_attention_and_ffn(cfg)
+
     def weights(self) -> BlockWeights:
-        a, f = self.attn, self.ffn
+        a = self.attn
         return packed(
-            self,
-            lambda: BlockWeights(
-                dense(a.wq, a.wk, a.wv, gain=self.attn_norm.weight),
-                dense(a.wo),
-                dense(f.w1, f.w3, gain=self.ffn_norm.weight),
-                dense(f.w2),
-            ),
+            self, lambda: BlockWeights(dense(a.wq, a.wk, a.wv, gain=self.attn_norm.weight), *self._folded_output())
         )
 
     def forward(
@@ -93,30 +100,23 @@ class Block(nn.Module):
         return swiglu(h, w, self.eps, p)
 
 
-class CrossBlock(nn.Module):
+class CrossBlock(_Layer):
     """One directed cross-scale block: the target scale attends to a source scale, then its own FFN."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.query_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.source_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.attn = Attention(cfg.d_model, cfg.n_heads)
-        self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.ffn = SwiGLU(cfg.d_model, cfg.d_ff)
-        self.eps = cfg.norm_eps
-        self.heads = cfg.n_heads
-        self.dropout = cfg.dropout
+        self._add_attention_and_ffn(cfg)
 
     def weights(self) -> CrossWeights:
-        a, f = self.attn, self.ffn
+        a = self.attn
         return packed(
             self,
             lambda: CrossWeights(
                 dense(a.wq, gain=self.query_norm.weight),
                 dense(a.wk, a.wv, gain=self.source_norm.weight),
-                dense(a.wo),
-                dense(f.w1, f.w3, gain=self.ffn_norm.weight),
-                dense(f.w2),
+                *self._folded_output(),
             ),
         )
 

@@ -7,7 +7,9 @@ at different times) share one batch. `ModelCache` holds every buffer a model's d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -81,6 +83,14 @@ class CacheView:
         return self.cache.k[self.rows, :, : self.length], self.cache.v[self.rows, :, : self.length]
 
 
+class Rows(NamedTuple):
+    """A model call's rows of a ModelCache (`ModelCache.at`)."""
+
+    cache: ModelCache
+    rows: list[int]
+    start: list[int]  # the byte position of each row's first new byte
+
+
 class ModelCache(nn.Module):
     """Everything a model keeps between calls for `batch` rows of up to `max_len` bytes each.
 
@@ -110,6 +120,10 @@ class ModelCache(nn.Module):
         self.slots = {
             s: torch.zeros(batch, k, cfg.d_model, device=device) for s, k in enumerate(cfg.downsample_factors) if k > 1
         }
+
+    def at(self, rows: Sequence[int], start: Sequence[int]) -> Rows:
+        """Where a call's rows live in this cache and the byte position of each one's first new byte."""
+        return Rows(self, [int(r) for r in rows], [int(p) for p in start])
 
     @property
     def batch_size(self) -> int:

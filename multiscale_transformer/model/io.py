@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -17,8 +17,19 @@ from multiscale_transformer.atomic import atomic_open, atomic_write_bytes, atomi
 from multiscale_transformer.errors import UserError, first_line
 from multiscale_transformer.model.config import GENERATION_DEFAULTS, ModelConfig, load_config
 
-if TYPE_CHECKING:
-    from multiscale_transformer.model.model import MultiScaleTransformer
+
+class SavedModel(Protocol):
+    """What this module reads of a model (MultiScaleTransformer is one): named here so that io.py,
+    which model.py imports, never imports model.py back, not even for its types."""
+
+    config: ModelConfig
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> Any: ...
+
+    def num_parameters(self) -> int: ...
+
 
 WEIGHTS_NAME = "model.safetensors"
 PT_NAME = "model.pt"
@@ -59,7 +70,7 @@ def read_generation_config(directory: str | Path) -> dict[str, Any]:
 
 
 def save_model(
-    model: MultiScaleTransformer,
+    model: SavedModel,
     directory: str | Path,
     *,
     dtype: torch.dtype | None = None,
@@ -109,7 +120,7 @@ def read_pretrained(
     return _read(path, map_location)
 
 
-def load_weights(model: MultiScaleTransformer, state: dict[str, torch.Tensor], source: Path) -> None:
+def load_weights(model: SavedModel, state: dict[str, torch.Tensor], source: Path) -> None:
     """Load `state` into `model`, or a UserError saying which weights do not match its config."""
     missing, unexpected = _key_mismatch(model, state)
     if missing or unexpected:

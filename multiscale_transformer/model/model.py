@@ -14,8 +14,8 @@ from torch import nn
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.attention import CAUSAL, Mask
 from multiscale_transformer.model.blocks import Block, CrossBlock
-from multiscale_transformer.model.cache import CacheView, ModelCache
-from multiscale_transformer.model.config import GENERATION_DEFAULTS, ModelConfig, memory_bytes
+from multiscale_transformer.model.cache import CacheView, Rows
+from multiscale_transformer.model.config import ModelConfig, memory_bytes
 from multiscale_transformer.model.io import load_weights, read_pretrained, save_model
 from multiscale_transformer.model.layers import Dense, RMSNorm, inv_rms, normed, packed, rope_tables
 from multiscale_transformer.model.scales import Downsample, Span, Upsample, visible
@@ -39,21 +39,13 @@ class Pass(NamedTuple):
     upsampled: list[torch.Tensor]  # every scale at byte resolution, (R, T, d) each
 
 
-class Rows(NamedTuple):
-    """Where a call's rows live in a ModelCache, and the byte position of each row's first new byte."""
-
-    cache: ModelCache
-    rows: list[int]
-    start: list[int]
-
-
 class MultiScaleTransformer(nn.Module):
     """The AXL multi-scale byte transformer; forward(idx) returns logits (B, T, vocab_size).
 
     Strictly causal: logits at byte t depend on bytes 0..t only (see scales.py for the rule).
-    One forward serves training, prefill and decoding: given a ModelCache, the rows' rows in it and
-    where each row's new bytes start, it runs only the new bytes against everything the cache
-    holds (`forward(idx, cache=..., rows=..., input_pos=...)`).
+    One forward serves training, prefill and decoding: given rows of a ModelCache and where each
+    row's new bytes start, it runs only the new bytes against everything the cache holds
+    (`forward(idx, at=cache.at(rows, start))`).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -98,47 +90,32 @@ class MultiScaleTransformer(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(
-        self,
-        idx: torch.Tensor,
-        fine_only: bool = False,
-        *,
-        cache: ModelCache | None = None,
-        rows: Sequence[int] | None = None,
-        input_pos: Sequence[int] | None = None,
-    ) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, fine_only: bool = False, at: Rows | None = None) -> torch.Tensor:
         """Logits (B, T, vocab) for byte ids idx (B, T).
 
-        Without a cache, idx is whole sequences from byte 0 (training, evaluation). With one, idx
-        holds the new bytes of cache rows `rows` (default 0..B-1), row i's first at byte
-        `input_pos[i]` (default 0: a prefill); their keys and values join the cache. Rows either all
-        start at the same position or bring one byte each (a decoding step).
+        Without `at`, idx is whole sequences from byte 0 (training, evaluation). With
+        `at = cache.at(rows, start)`, idx holds the new bytes of those rows of a ModelCache, row i's
+        first at byte start[i]; their keys and values join the cache. The rows either all start at
+        the same position (a prefill, or the rest of a prompt) or bring one byte each (a decoding step).
         fine_only=True runs the byte embedding, the fine stack, the final norm and the tied head
         alone: exactly the path a llama-architecture GGUF export computes.
         """
-        where = self._where(idx, cache, rows, input_pos)
+        self._check(idx, at)
         if fine_only:
-            x = self._embed(idx)
-            return self.head(
-                self._stack(0, x, Span.of(where.start if where else [0] * len(idx), idx.shape[1], 1), where)
-            )
-        return self.head(self.run(idx, where).hidden)
+            start = at.start if at is not None else [0] * len(idx)
+            return self.head(self._stack(0, self._embed(idx), Span.of(start, idx.shape[1], 1), at))
+        return self.head(self.run(idx, at).hidden)
 
-    def hidden(
-        self,
-        idx: torch.Tensor,
-        *,
-        cache: ModelCache | None = None,
-        rows: Sequence[int] | None = None,
-        input_pos: Sequence[int] | None = None,
-    ) -> torch.Tensor:
+    def hidden(self, idx: torch.Tensor, at: Rows | None = None) -> torch.Tensor:
         """`forward` without the head: what it reads, (B, T, d); a decoder heads only the last byte."""
-        return self.run(idx, self._where(idx, cache, rows, input_pos)).hidden
+        self._check(idx, at)
+        return self.run(idx, at).hidden
 
     def forward_with_fine(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(full logits, fine-only logits) sharing one pass of the fine stack: for an auxiliary loss
         that trains the fine path, the part a GGUF export carries, as a model of its own."""
-        out = self.run(idx, self._where(idx))
+        self._check(idx, None)
+        out = self.run(idx, None)
         return self.head(out.hidden), self.head(out.fine)
 
     def forward_with_gates(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,41 +126,31 @@ class MultiScaleTransformer(nn.Module):
 
     def forward_with_scales(self, idx: torch.Tensor) -> ScaleTrace:
         """The forward pass with what inspection shows of the scales (evaluation/inspect.py)."""
-        out = self.run(idx, self._where(idx))
+        self._check(idx, None)
+        out = self.run(idx, None)
         return ScaleTrace(self.head(out.hidden), out.gates, out.fine, out.upsampled)
 
-    def _where(
-        self,
-        idx: torch.Tensor,
-        cache: ModelCache | None = None,
-        rows: Sequence[int] | None = None,
-        input_pos: Sequence[int] | None = None,
-    ) -> Rows | None:
-        """Check a call's input; Rows when it runs against a cache."""
+    def _check(self, idx: torch.Tensor, at: Rows | None) -> None:
+        """A call's input in one line of error: its shape, and its bytes inside the context."""
         if idx.dim() != 2:
             raise ValueError(f"idx must have shape (batch, time), got {tuple(idx.shape)}")
         R, T = idx.shape
-        start = [0] * R if input_pos is None else [int(p) for p in input_pos]
+        start = [0] * R if at is None else at.start
         if len(start) != R or min(start) < 0 or not 1 <= T <= self.config.max_seq_len - max(start):
             raise ValueError(
                 f"sequence length {T} at positions {start[:4]} is outside max_seq_len ({self.config.max_seq_len})"
             )
-        if cache is None:
-            if any(start):
-                raise ValueError("input_pos needs a cache: without one, sequences start at byte 0")
-            return None
-        return Rows(cache, list(range(R)) if rows is None else [int(r) for r in rows], start)
 
-    def run(self, idx: torch.Tensor, where: Rows | None) -> Pass:
+    def run(self, idx: torch.Tensor, at: Rows | None) -> Pass:
         """The multi-scale wiring, written once: the fine stack over the bytes, the coarser stacks
         over the tokens whose spans end among them, the cross-scale blocks, the upsampling to bytes,
-        the fusion and the post-fusion layers. With `where`, every layer reads and extends the cache."""
+        the fusion and the post-fusion layers. With `at`, every layer reads and extends the cache."""
         R, T = idx.shape
-        start = where.start if where is not None else [0] * R
+        start = at.start if at is not None else [0] * R
         factors = self.config.downsample_factors
         x = self._embed(idx)  # (R, T, d)
         spans = [Span.of(start, T, k) for k in factors]
-        fine = self._stack(0, x, spans[0], where)  # the fine scale reads the bytes as they are
+        fine = self._stack(0, x, spans[0], at)  # the fine scale reads the bytes as they are
         pooled = fine if self.config.coarse_input == "fine" else x  # both causal: byte t from bytes <= t
         new: dict[int, torch.Tensor] = {0: fine}
         for s in range(1, len(factors)):
@@ -192,30 +159,28 @@ class MultiScaleTransformer(nn.Module):
                 continue
             sub = _pick(pooled, span.rows)
             before = (
-                None
-                if where is None
-                else where.cache.before(_sub(where.rows, span.rows), _sub(start, span.rows), span.k - 1)
+                None if at is None else at.cache.before(_sub(at.rows, span.rows), _sub(start, span.rows), span.k - 1)
             )
-            new[s] = self._stack(s, self.down[s](sub, before, span), span, where)
-        if where is not None:
-            where.cache.keep_pooled(where.rows, start, pooled)
+            new[s] = self._stack(s, self.down[s](sub, before, span), span, at)
+        if at is not None:
+            at.cache.keep_pooled(at.rows, start, pooled)
         for li, layer in enumerate(self.cross):
             snapshot = dict(new)
             for pi, ((s, t), block) in enumerate(zip(self.pairs, layer, strict=True)):
-                if t in new:
-                    new[t] = self._cross(li, pi, block, snapshot, spans, where)
-                elif s in snapshot and where is not None:  # this call's source tokens still join the cache
-                    self._cross(li, pi, block, snapshot, spans, where, attend=False)
-        ups = [fine] + [self._upsampled(s, new.get(s), spans[s], start, T, where) for s in range(1, len(factors))]
+                if t in new:  # sources as they were before this layer, the target as it is now
+                    new[t] = self._cross(li, pi, block, snapshot, new[t], spans, at)
+                elif s in snapshot and at is not None:  # this call's source tokens still join the cache
+                    self._cross(li, pi, block, snapshot, None, spans, at)
+        ups = [new[0]] + [self._upsampled(s, new.get(s), spans[s], start, T, at) for s in range(1, len(factors))]
         fused, gates = self._fuse(ups)
-        hidden = self._stack(len(factors), fused, spans[0], where)
+        hidden = self._stack(len(factors), fused, spans[0], at)
         return Pass(hidden, fine, gates, ups)
 
     def _embed(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.tok_emb(idx)
         return self.emb_dropout(x) if self.training else x  # a module call less per decoded byte
 
-    def _stack(self, index: int, h: torch.Tensor, span: Span | None, where: Rows | None) -> torch.Tensor:
+    def _stack(self, index: int, h: torch.Tensor, span: Span | None, at: Rows | None) -> torch.Tensor:
         """Self-attention stack `index` (a scale's, or n_scales: the post-fusion layers) over the
         span's new tokens h (R_s, n, d), at token positions span.first.."""
         stack = self.post if index == self.config.n_scales else self.stacks[index]
@@ -223,12 +188,12 @@ class MultiScaleTransformer(nn.Module):
             return h
         assert span is not None
         rotation = self._rotation(span, 1)
-        if where is None:
+        if at is None:
             mask, views = self._mask(span, 1, 1, span.n), [None] * len(stack)
         else:
             length = max(span.first) + span.n  # keys read back: the furthest row's tokens so far
-            mask, rows = self._mask(span, 1, 1, length), _sub(where.rows, span.rows)
-            kv = where.cache.self_kv[index]
+            mask, rows = self._mask(span, 1, 1, length), _sub(at.rows, span.rows)
+            kv = at.cache.self_kv[index]
             views = [CacheView.of(kv[i], rows, span.first, span.n, length) for i in range(len(stack))]
         R, n, d = h.shape
         flat = h.reshape(R * n, d)  # the blocks pass flat rows along: no reshaping between layers
@@ -242,12 +207,13 @@ class MultiScaleTransformer(nn.Module):
         pair: int,
         block: CrossBlock,
         snapshot: dict[int, torch.Tensor],
+        target_states: torch.Tensor | None,
         spans: list[Span | None],
-        where: Rows | None,
-        attend: bool = True,
-    ) -> torch.Tensor:
+        at: Rows | None,
+    ) -> torch.Tensor | None:
         """One directed cross block: this call's source tokens (if any) give keys and values, which
-        join the pair's cache; the target's new tokens attend to every source token ending no later."""
+        join the pair's cache; the target's new tokens (target_states; None: the target has none in
+        this call, only the cache is written) attend to every source token ending no later."""
         s, t = self.pairs[pair]
         k_s = self.config.downsample_factors[s]
         src = spans[s]
@@ -256,34 +222,33 @@ class MultiScaleTransformer(nn.Module):
             assert src is not None
             keys = block.source_kv(snapshot[s], self._rotation(src, k_s))  # rotated to their span ends
         target = spans[t]
-        assert target is not None or not attend
-        if where is not None:
-            kv = where.cache.cross_kv[layer][pair]
+        if at is not None:
+            kv = at.cache.cross_kv[layer][pair]
             if keys is not None:
                 assert src is not None
-                CacheView.of(kv, _sub(where.rows, src.rows), src.first, src.n, 0).write(*keys)
-            if not attend:
-                return snapshot[t] if t in snapshot else snapshot[s]
+                CacheView.of(kv, _sub(at.rows, src.rows), src.first, src.n, 0).write(*keys)
+            if target_states is None:
+                return None
             assert target is not None
             k_t = target.k
             length = max((f + target.n - 1) * k_t for f in target.first) // k_s + 1  # sources ending by then
-            keys = CacheView.reader(kv, _sub(where.rows, target.rows), length).read()
-        assert keys is not None and target is not None
+            keys = CacheView.reader(kv, _sub(at.rows, target.rows), length).read()
+        assert keys is not None and target is not None and target_states is not None
         mask = self._mask(target, target.k, k_s, keys[0].shape[2])
-        return block(snapshot[t], *keys, self._rotation(target, target.k), mask)
+        return block(target_states, *keys, self._rotation(target, target.k), mask)
 
     def _upsampled(
-        self, s: int, h: torch.Tensor | None, span: Span | None, start: list[int], T: int, where: Rows | None
+        self, s: int, h: torch.Tensor | None, span: Span | None, start: list[int], T: int, at: Rows | None
     ) -> torch.Tensor:
         """Scale s at the call's bytes (R, T, d): byte t reads slot t % k of token t // k, which may
         have ended in an earlier call (its slots are then in the cache)."""
         k = self.config.downsample_factors[s]
         slots = None if h is None else self.up[s](h)  # (R_s, n*k, d)
-        if where is None:
+        if at is None:
             assert slots is not None
             return slots[:, :T]  # from byte 0, the new tokens serve every byte
-        cached = where.cache.slots[s]
-        rows = where.rows
+        cached = at.cache.slots[s]
+        rows = at.rows
         if T == 1:  # a decoding step: the latest token's slots, new or not, sit in the cache
             if len(rows) == 1:  # plain indexing: fewer operators for the common case
                 if slots is not None:
@@ -301,7 +266,7 @@ class MultiScaleTransformer(nn.Module):
 
     def _rotation(self, span: Span, unit: int) -> torch.Tensor:
         """RoPE rotations (R_s or 1, n, 1, hd/2) of the span's tokens at their positions in the stack
-        (unit 1) or at the bytes where their spans end (unit k, cross-scale attention)."""
+        (unit 1) or at the bytes at their spans end (unit k, cross-scale attention)."""
         if span.n == 1 and len(set(span.first)) == 1:
             return self.rope_rotation[span.first[0] * unit].view(1, 1, 1, -1)
         return self.rope_rotation[span.positions(self.rope_rotation.device) * unit][:, :, None]
@@ -347,36 +312,16 @@ class MultiScaleTransformer(nn.Module):
         return normed(flat, inv_rms(flat, self.norm_f.eps), w).view(*h.shape[:-1], -1)
 
     @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int = GENERATION_DEFAULTS["max_new_tokens"],
-        temperature: float = GENERATION_DEFAULTS["temperature"],
-        top_k: int | None = GENERATION_DEFAULTS["top_k"],
-        top_p: float | None = GENERATION_DEFAULTS["top_p"],
-        repetition_penalty: float = GENERATION_DEFAULTS["repetition_penalty"],
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        stop_at_eos: bool = True,
-    ) -> torch.Tensor:
-        """Prompt plus continuation, (B, T + new). temperature 0 means greedy.
+    def generate(self, idx: torch.Tensor, **options: Any) -> torch.Tensor:
+        """Prompt plus continuation, (B, T + new): `generation.generate.generate(self, idx, **options)`,
+        whose keywords are the AXL card's (max_new_tokens, temperature (0: greedy), top_k, top_p,
+        repetition_penalty, seed, generator, stop_at_eos; defaults from GENERATION_DEFAULTS).
 
         Sequences that reach EOS are padded with EOS until every sequence has stopped.
         """
-        from multiscale_transformer.generation.generate import generate as _generate
+        from multiscale_transformer.generation.generate import generate  # generation/ builds on model/
 
-        return _generate(
-            self,
-            idx,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            seed=seed,
-            generator=generator,
-            stop_at_eos=stop_at_eos,
-        )
+        return generate(self, idx, **options)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> MultiScaleTransformer:

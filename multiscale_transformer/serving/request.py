@@ -138,10 +138,9 @@ def infill_prompt(infill: Infill, options: CompletionOptions, config: ModelConfi
     the context leaves and the stops with which editor servers end an infilling (`fim.editor_stops`)
     added; 400 naming `param` when the model cannot infill or the context has no room."""
     try:
-        ids, max_tokens = fim.plan(config, infill, options.max_tokens)
+        plan = fim.plan(config, infill, options.max_tokens, options.stop)
     except UserError as exc:
         code = "fim_unsupported" if not config.fim else "invalid_fim_prompt"
         raise APIError(400, str(exc), param=param, code=code) from None
-    stop = (*options.stop, *(s for s in fim.editor_stops(infill) if s not in options.stop))
-    options = dataclasses.replace(options, max_tokens=max_tokens, stop=stop)
-    return Prompt(ids, options, truncated=fim.truncated(infill, ids))
+    options = dataclasses.replace(options, max_tokens=plan.max_tokens, stop=plan.stop)
+    return Prompt(plan.ids, options, truncated=fim.truncated(infill, plan.ids))
