@@ -11,7 +11,9 @@ A configuration is ARCH-OPTIMIZER-SCHEDULE[@key=value,...]: ARCH `ms` (the prese
 equal-parameter single-scale twin, `ModelConfig.flat()`), OPTIMIZER a training/optim.py name,
 SCHEDULE a training/schedule.py kind; options lr=, wd=, seed=, fim=, coarse= (ModelConfig.coarse_input),
 layers= (ModelConfig.layers_per_scale, e.g. 1-2-3), post= (ModelConfig.post_fusion_layers), pairs=
-(ModelConfig.cross_pairs as SOURCE:TARGET+..., e.g. 1:0+2:0), cross= (ModelConfig.n_cross_attn_layers);
+(ModelConfig.cross_pairs as SOURCE:TARGET+..., e.g. 1:0+2:0), cross= (ModelConfig.n_cross_attn_layers),
+ctx= (ModelConfig.max_seq_len), win= and cwin= (ModelConfig.attention_window, coarse_window), batch=
+(windows per step for this configuration: ctx=1024,batch=4 reads the bytes per step of 256 x 16);
 an option not given keeps the preset's value, so `ms` is what `axl train --preset` builds.
 
 Side by side, on one thread: every configuration has its own model, optimizer, schedule and batch
@@ -89,6 +91,10 @@ class Spec:
     post: int | None = None  # ModelConfig.post_fusion_layers
     pairs: str = ""  # ModelConfig.cross_pairs as "1:0+2:0"
     cross: int | None = None  # ModelConfig.n_cross_attn_layers
+    ctx: int | None = None  # ModelConfig.max_seq_len: bytes of context (training windows and evaluation)
+    win: int | None = None  # ModelConfig.attention_window: bytes back that byte-level queries attend
+    cwin: int | None = None  # ModelConfig.coarse_window: bytes back that the coarser scales' queries attend
+    batch: int | None = None  # windows per step, instead of --batch-size (equal bytes per step across contexts)
 
 
 def parse_spec(text: str, seed: int) -> Spec:
@@ -117,6 +123,10 @@ OPTIONS: dict[str, type] = {
     "post": int,
     "pairs": str,
     "cross": int,
+    "ctx": int,
+    "win": int,
+    "cwin": int,
+    "batch": int,
 }
 
 
@@ -142,6 +152,9 @@ def model_config(preset: str, spec: Spec) -> ModelConfig:
         options["cross_pairs"] = [[int(i) for i in pair.split(":")] for pair in spec.pairs.split("+")]
     if spec.cross is not None:
         options["n_cross_attn_layers"] = spec.cross
+    for field, key in (("ctx", "max_seq_len"), ("win", "attention_window"), ("cwin", "coarse_window")):
+        if getattr(spec, field) is not None:
+            options[key] = getattr(spec, field)
     config = ModelConfig.from_name(preset, **options)  # validated like a config.json
     return config.flat() if spec.arch == "flat" else config
 
@@ -215,6 +228,7 @@ class Arm:
         self.spec, self.args, self.corpus = spec, args, corpus
         self.config = model_config(args.preset, spec)  # options validated by ModelConfig
         self.fim_rate = default_fim_rate(self.config) if spec.fim is None else spec.fim
+        self.batch_size = spec.batch or args.batch_size
         torch.manual_seed(spec.seed)
         self.model = MultiScaleTransformer(self.config).train()
         self.optimizer = build_optimizer(self.model, spec.optimizer, spec.lr, spec.weight_decay)
@@ -238,7 +252,7 @@ class Arm:
     def _forward_backward(self) -> float:
         T = self.config.max_seq_len
         rng = batch_rng(self.spec.seed, self.step, 0)
-        batch = sample_batch(self.corpus, self.args.batch_size, T, rng, self.fim_rate)
+        batch = sample_batch(self.corpus, self.batch_size, T, rng, self.fim_rate)
         x, y = _to_device(batch, torch.device("cpu"))
         loss, _, _ = self.loss(x, y)
         loss.backward()
@@ -257,7 +271,7 @@ class Arm:
             self.optimizer.zero_grad(set_to_none=True)
             self.cpu += time.process_time() - t0
             self.step += 1
-            self.bytes_seen += self.args.batch_size * self.config.max_seq_len
+            self.bytes_seen += self.batch_size * self.config.max_seq_len
             self.recent_loss = [*self.recent_loss[-49:], loss]
             if not math.isfinite(loss):
                 raise RuntimeError(f"{self.spec.name}: diverged at step {self.step} (loss {loss})")

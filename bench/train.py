@@ -4,6 +4,7 @@ multi-scale model and its equal-parameter single-scale baseline (`ModelConfig.fl
     python bench/train.py                       # tiny and micro
     python bench/train.py --presets tiny,micro,reasoning --steps 3
     python bench/train.py --presets tiny --compile   # also time torch.compile
+    python bench/train.py --presets mini-post20 --contexts 256,8192 --window 512   # long context's cost per byte
 
 FLOPs are counted by torch.utils.flop_counter on one forward+backward (matmuls and attention), so
 the multi-scale model is credited only for the positions its coarse stacks really see.
@@ -84,6 +85,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="timed steps per model (median reported)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
+    p.add_argument("--contexts", default="", help="comma-separated max_seq_len values (default: the preset's);"
+                   " the batch shrinks so that every context trains the same bytes per step")  # fmt: skip
+    p.add_argument("--window", type=int, default=0, help="attention_window for contexts longer than it")
+    p.add_argument("--coarse-window", type=int, default=0, help="coarse_window for contexts longer than it")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,19 +98,28 @@ def main() -> None:
     print(header + f"{'vs flat':>10}")
     modes = [False, True] if args.compile else [False]
     for name in args.presets.split(","):
-        base = ModelConfig.from_name(name)
-        for compiled in modes:
-            tag = "+compile" if compiled else ""
-            ms = measure(base, args.batch, args.steps, compiled)
-            flat = measure(base.flat(), args.batch, args.steps, compiled)
-            for label, r, ratio in (
-                (name + tag, ms, ms["bytes_per_s"] / flat["bytes_per_s"]),
-                (f"{name}.flat{tag}", flat, 1.0),
-            ):
-                print(
-                    f"{label:<18}{r['params']:>12,}{r['ms']:>10.0f}{r['bytes_per_s']:>10.0f}{r['gflops']:>9.1f}"
-                    f"{100 * r['gflops'] / peak:>7.0f}%{ratio:>9.2f}x"
-                )
+        contexts = [int(c) for c in args.contexts.split(",") if c] or [ModelConfig.from_name(name).max_seq_len]
+        first: float | None = None
+        for ctx in contexts:
+            windows = {"attention_window": args.window if ctx > args.window else 0}
+            windows["coarse_window"] = args.coarse_window if ctx > args.coarse_window else 0
+            base = ModelConfig.from_name(name, max_seq_len=ctx, **windows)
+            batch = max(1, args.batch * contexts[0] // ctx)
+            for compiled in modes:
+                tag = ("+compile" if compiled else "") + (f"@{ctx}" if args.contexts else "")
+                ms = measure(base, batch, args.steps, compiled)
+                flat = measure(base.flat(), batch, args.steps, compiled)
+                for label, r, ratio in (
+                    (name + tag, ms, ms["bytes_per_s"] / flat["bytes_per_s"]),
+                    (f"{name}.flat{tag}", flat, 1.0),
+                ):
+                    print(
+                        f"{label:<18}{r['params']:>12,}{r['ms']:>10.0f}{r['bytes_per_s']:>10.0f}{r['gflops']:>9.1f}"
+                        f"{100 * r['gflops'] / peak:>7.0f}%{ratio:>9.2f}x"
+                    )
+                first = first or ms["bytes_per_s"]
+                if len(contexts) > 1:
+                    print(f"  context {ctx}: cost per byte {first / ms['bytes_per_s']:.2f}x the first context's")
 
 
 if __name__ == "__main__":

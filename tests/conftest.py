@@ -57,6 +57,10 @@ OPTIONS = {
     "post_fusion_layers=2": {**FEATURES, "post_fusion_layers": 2},
     "cross_pairs=coarse-to-fine": {**FEATURES, "cross_pairs": [[1, 0], [2, 0]]},
     "hourglass": {**FEATURES, "coarse_input": "fine", "post_fusion_layers": 1, "cross_pairs": [[2, 1], [1, 0]]},
+    # windows much shorter than the context: blocked local attention in a full pass, windowed masks
+    # in the cached decoder's prefill and steps
+    "attention_window=8": {**FEATURES, "attention_window": 8, "post_fusion_layers": 1},
+    "windows=8,16": {**FEATURES, "attention_window": 8, "coarse_window": 16, "coarse_input": "fine"},
 }
 
 

@@ -85,3 +85,24 @@ def test_every_parameter_reaches_the_loss(case: str) -> None:
     model(x).logsumexp(-1).mean().backward()
     dead = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert dead == []
+
+
+@pytest.mark.parametrize(
+    ("n", "m", "window", "query_step", "key_step"),
+    [(37, 37, 8, 1, 1), (37, 10, 8, 1, 4), (9, 37, 16, 4, 1), (64, 32, 16, 1, 2), (5, 5, 8, 1, 1)],
+)
+def test_local_attention_is_the_windowed_mask(n: int, m: int, window: int, query_step: int, key_step: int) -> None:
+    """Blocked local attention equals attention with the full (n, m) mask of the same rule."""
+    from multiscale_transformer.model.attention import Local, attend
+    from multiscale_transformer.model.scales import may_read
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, length, 8, generator=gen) for length in (n, m, m))
+    mask = may_read(torch.arange(n) * query_step, torch.arange(m) * key_step, window)
+    assert mask.any(-1).all()
+    full = attend(q, k, v, mask)
+    torch.testing.assert_close(attend(q, k, v, Local(window, query_step, key_step)), full)
+    if window < n * query_step:  # the window matters: without it the answer differs
+        assert not torch.allclose(
+            attend(q, k, v, may_read(torch.arange(n) * query_step, torch.arange(m) * key_step)), full
+        )

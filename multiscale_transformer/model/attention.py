@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multiscale_transformer.model.scales import may_read
+
 # What a caller passes as `mask`: a boolean tensor (True = may attend), None (every key the call
-# reads is visible: one query row reading exactly its own past), or CAUSAL (square self-attention
-# over a whole sequence, SDPA's fast causal path).
+# reads is visible: one query row reading exactly its own past), CAUSAL (square self-attention
+# over a whole sequence, SDPA's fast causal path) or a Local window.
 CAUSAL = "causal"
-Mask = torch.Tensor | str | None
+
+
+@dataclass(frozen=True)
+class Local:
+    """Windowed attention of queries 0..n-1 over keys 0..m-1, computed block by block so that no
+    n x m mask or score matrix is ever built: query i ends at i * query_step, key j at j * key_step,
+    and a query reads the keys that end within `window` positions up to its own (scales.may_read).
+    The window is a multiple of both steps (ModelConfig checks)."""
+
+    window: int
+    query_step: int
+    key_step: int
+
+
+Mask = torch.Tensor | str | Local | None
 
 
 class Attention(nn.Module):
@@ -29,6 +47,8 @@ class Attention(nn.Module):
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask, dropout: float = 0.0) -> torch.Tensor:
     """Queries q (R, H, n, hd) over keys and values (R, H, L, hd): (R * n, H * hd), rows in token order."""
+    if isinstance(mask, Local):
+        return _local(q, k, v, mask, dropout)
     causal = isinstance(mask, str)
     y = F.scaled_dot_product_attention(
         q, k, v, attn_mask=None if causal else mask, is_causal=causal, dropout_p=dropout
@@ -36,3 +56,26 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask, dropou
     R, H, n, hd = y.shape
     # one query per row: (R, H, 1, hd) is already the rows' heads side by side
     return y.view(R, H * hd) if n == 1 else y.transpose(1, 2).reshape(R * n, H * hd)
+
+
+def _local(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, local: Local, dropout: float) -> torch.Tensor:
+    """`attend` with a Local window: queries in blocks of window / query_step, each over the keys
+    of its own block of window / key_step and the block before, (nb, bq, 2 bk) masks at most."""
+    R, H, n, hd = q.shape
+    bq, bk = local.window // local.query_step, local.window // local.key_step
+    nb = -(-n // bq)
+    q = F.pad(q, (0, 0, 0, nb * bq - n)).view(R, H, nb, bq, hd)
+    total = (nb + 1) * bk  # bk zeros before key 0, then keys up to the last block's end
+
+    def blocks(x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (0, 0, bk, max(0, total - bk - x.shape[2])))[:, :, :total]
+        return x.unfold(2, 2 * bk, bk).transpose(-1, -2)  # (R, H, nb, 2 bk, hd)
+
+    device = q.device
+    first = torch.arange(nb, device=device)[:, None]
+    query_ends = (first * bq + torch.arange(bq, device=device)) * local.query_step  # (nb, bq)
+    key_index = (first - 1) * bk + torch.arange(2 * bk, device=device)  # (nb, 2 bk); < 0: padding
+    mask = may_read(query_ends, key_index * local.key_step, local.window) & (key_index >= 0)[:, None, :]
+    y = F.scaled_dot_product_attention(q, blocks(k), blocks(v), attn_mask=mask, dropout_p=dropout)
+    y = y.view(R, H, nb * bq, hd)[:, :, :n]
+    return y.transpose(1, 2).reshape(R * n, H * hd)

@@ -80,6 +80,10 @@ class ModelConfig:
     post_fusion_layers: int = 0
     # The (source, target) scale pairs with a cross block, e.g. [[1, 0], [2, 0]]; None: every pair (AXL).
     cross_pairs: list[list[int]] | None = None
+    # Bytes back that byte-level queries attend (fine stack, cross blocks into it, post-fusion layers); 0: all.
+    attention_window: int = 0
+    # Bytes back that the coarser scales' queries attend (their stacks, cross blocks into them); 0: all.
+    coarse_window: int = 0
     # Trained with the FIM sentinels (model/vocab.py): not architecture, but it says whether a server may infill.
     fim: bool = False
 
@@ -146,6 +150,12 @@ class ModelConfig:
             raise UserError(f"config: dropout must be in [0, 1), got {self.dropout}")
         if not float(self.rope_theta) > 0:
             raise UserError(f"config: rope_theta must be positive, got {self.rope_theta}")
+        for name in ("attention_window", "coarse_window"):
+            value = getattr(self, name)
+            step = max(factors)  # a window covers whole tokens of every scale (attention.Local's blocks)
+            if not _is_int(value) or value < 0 or value % step:
+                raise UserError(f"config: {name} must be 0 (no window) or a multiple of {step} bytes, got {value!r}")
+            setattr(self, name, int(value))
         if not float(self.norm_eps) > 0:
             raise UserError(f"config: norm_eps must be positive, got {self.norm_eps}")
 

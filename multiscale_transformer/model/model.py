@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from multiscale_transformer.errors import UserError
-from multiscale_transformer.model.attention import CAUSAL, Mask
+from multiscale_transformer.model.attention import CAUSAL, Local, Mask
 from multiscale_transformer.model.blocks import Block, CrossBlock
 from multiscale_transformer.model.cache import CacheView, Rows
 from multiscale_transformer.model.config import ModelConfig, memory_bytes
@@ -188,11 +188,12 @@ class MultiScaleTransformer(nn.Module):
             return h
         assert span is not None
         rotation = self._rotation(span, 1)
+        window = self._window(span.k) // span.k  # in this stack's token positions
         if at is None:
-            mask, views = self._mask(span, 1, 1, span.n), [None] * len(stack)
+            mask, views = self._mask(span, 1, 1, span.n, window), [None] * len(stack)
         else:
             length = max(span.first) + span.n  # keys read back: the furthest row's tokens so far
-            mask, rows = self._mask(span, 1, 1, length), _sub(at.rows, span.rows)
+            mask, rows = self._mask(span, 1, 1, length, window), _sub(at.rows, span.rows)
             kv = at.cache.self_kv[index]
             views = [CacheView.of(kv[i], rows, span.first, span.n, length) for i in range(len(stack))]
         R, n, d = h.shape
@@ -234,7 +235,7 @@ class MultiScaleTransformer(nn.Module):
             length = max((f + target.n - 1) * k_t for f in target.first) // k_s + 1  # sources ending by then
             keys = CacheView.reader(kv, _sub(at.rows, target.rows), length).read()
         assert keys is not None and target is not None and target_states is not None
-        mask = self._mask(target, target.k, k_s, keys[0].shape[2])
+        mask = self._mask(target, target.k, k_s, keys[0].shape[2], self._window(target.k))
         return block(target_states, *keys, self._rotation(target, target.k), mask)
 
     def _upsampled(
@@ -272,15 +273,24 @@ class MultiScaleTransformer(nn.Module):
         return self.rope_rotation[span.positions(self.rope_rotation.device) * unit][:, :, None]
 
     @staticmethod
-    def _mask(span: Span, unit: int, key_step: int, length: int) -> Mask:
+    def _mask(span: Span, unit: int, key_step: int, length: int, window: int) -> Mask:
         """Attention of the span's tokens (ending at (first + i) * unit) over `length` keys, key j
-        ending at j * key_step (scales.visible). None when one query reads exactly its visible
-        keys, CAUSAL for square self-attention from position 0."""
-        if span.n == 1 and len(span.rows) == 1 and (span.first[0] * unit) // key_step + 1 == length:
+        ending at j * key_step, within `window` (0: none; scales.may_read). None when one query reads
+        exactly its visible keys, CAUSAL for square self-attention from position 0, Local for a
+        window over whole sequences (no n x m mask)."""
+        if window and (max(span.first) + span.n - 1) * unit < window:
+            window = 0  # every query's window reaches back to position 0: the same as none
+        if window and not any(span.first) and span.n > 1:
+            return Local(window, unit, key_step)
+        if not window and span.n == 1 and len(span.rows) == 1 and (span.first[0] * unit) // key_step + 1 == length:
             return None
-        if unit == key_step and not any(span.first) and length == span.n:
+        if not window and unit == key_step and not any(span.first) and length == span.n:
             return CAUSAL
-        return visible(span.positions(None) * unit, key_step, length)
+        return visible(span.positions(None) * unit, key_step, length, window)
+
+    def _window(self, k: int) -> int:
+        """Bytes back that queries of a scale of factor k attend (ModelConfig's windows; 0: all)."""
+        return self.config.attention_window if k == 1 else self.config.coarse_window
 
     def gates(self, ups: Sequence[torch.Tensor], stacked: torch.Tensor | None = None) -> torch.Tensor:
         """The fusion's per-byte weights of the scales (R, T, n_scales), summing to 1; `stacked`:

@@ -21,13 +21,21 @@ def n_tokens(n_bytes: int, k: int) -> int:
     return (n_bytes - 1) // k + 1 if n_bytes > 0 else 0
 
 
-def visible(query_ends: torch.Tensor, key_step: int, n_keys: int) -> torch.Tensor:
-    """The masking rule of every attention in the model: a query may read a key whose span ends no
-    later than its own. query_ends (R or 1, n): the position at which each query's span ends; key i
-    ends at i * key_step (token positions in a stack: key_step 1). Returns (R or 1, 1, n, n_keys),
-    SDPA's boolean mask (True = may attend)."""
+def may_read(query_ends: torch.Tensor, key_ends: torch.Tensor, window: int = 0) -> torch.Tensor:
+    """The masking rule of every attention in the model, (..., n, m) from query_ends (..., n) and
+    key_ends (..., m): a query reads a key whose span ends no later than its own, and with a window
+    (0: none) no earlier than `window` positions before it."""
+    ok = key_ends[..., None, :] <= query_ends[..., :, None]
+    if window:
+        ok &= key_ends[..., None, :] > query_ends[..., :, None] - window
+    return ok
+
+
+def visible(query_ends: torch.Tensor, key_step: int, n_keys: int, window: int = 0) -> torch.Tensor:
+    """`may_read` for keys 0..n_keys-1, key i ending at i * key_step (in a stack's token positions:
+    key_step 1). query_ends (R or 1, n) -> (R or 1, 1, n, n_keys), SDPA's boolean mask."""
     key_ends = torch.arange(n_keys, device=query_ends.device) * key_step
-    return (key_ends <= query_ends[..., None])[:, None]
+    return may_read(query_ends, key_ends, window)[:, None]
 
 
 @dataclass(frozen=True)
