@@ -85,8 +85,8 @@ def main() -> None:
         runs = {"this tree": decoder_loop(PACKAGE, prompt, args.new)}
         runs[args.base] = decoder_loop(import_commit(args.base, Path(tmp)), prompt, args.new)
         rates: dict[str, list[float]] = {name: [] for name in runs}
-        for _ in range(args.rounds):
-            for name, run in runs.items():
+        for i in range(args.rounds):  # which tree goes first alternates too
+            for name, run in list(runs.items())[:: 1 if i % 2 else -1]:
                 rates[name].append(run())
     print(
         f"bundled model, batch 1, {args.threads} thread(s), {args.new} bytes after a {len(prompt)}-byte prompt, "

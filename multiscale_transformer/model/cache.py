@@ -12,18 +12,20 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from multiscale_transformer.model.config import ModelConfig
 from multiscale_transformer.model.scales import n_tokens
 
 
-class KVCache(nn.Module):
-    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int) -> None:
-        super().__init__()
+class KVCache:
+    """Keys and values (batch, n_heads, max_len, head_dim) of one attention layer. Plain attributes,
+    not an nn.Module's buffers: a decoding step reads them a few times per layer, and a module's
+    attribute lookup costs about a microsecond each time."""
+
+    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int, device: torch.device | str) -> None:
         shape = (batch, n_heads, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape), persistent=False)
-        self.register_buffer("v", torch.zeros(shape), persistent=False)
+        self.k = torch.zeros(shape, device=device)
+        self.v = torch.zeros(shape, device=device)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class Rows(NamedTuple):
     start: list[int]  # the byte position of each row's first new byte
 
 
-class ModelCache(nn.Module):
+class ModelCache:
     """Everything a model keeps between calls for `batch` rows of up to `max_len` bytes each.
 
     - `self_kv[stack][layer]`: keys and values of each self-attention layer, per scale's stack
@@ -104,19 +106,16 @@ class ModelCache(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, batch: int, device: torch.device | str = "cpu") -> None:
-        super().__init__()
         max_len = cfg.max_seq_len
         sizes = [n_tokens(max_len, k) for k in cfg.downsample_factors] + [max_len]
         depths = [*cfg.scale_depths, cfg.post_fusion_layers]
 
         def kv(n: int) -> KVCache:
-            return KVCache(batch, cfg.n_heads, n, cfg.head_dim).to(device)
+            return KVCache(batch, cfg.n_heads, n, cfg.head_dim, device)
 
-        self.self_kv = nn.ModuleList(nn.ModuleList(kv(sizes[s]) for _ in range(n)) for s, n in enumerate(depths))
-        self.cross_kv = nn.ModuleList(
-            nn.ModuleList(kv(sizes[s]) for s, _ in cfg.directed_pairs) for _ in range(cfg.n_cross_attn_layers)
-        )
-        self.register_buffer("pooled", torch.zeros(batch, max_len, cfg.d_model, device=device), persistent=False)
+        self.self_kv = [[kv(sizes[s]) for _ in range(n)] for s, n in enumerate(depths)]
+        self.cross_kv = [[kv(sizes[s]) for s, _ in cfg.directed_pairs] for _ in range(cfg.n_cross_attn_layers)]
+        self.pooled = torch.zeros(batch, max_len, cfg.d_model, device=device)
         self.slots = {
             s: torch.zeros(batch, k, cfg.d_model, device=device) for s, k in enumerate(cfg.downsample_factors) if k > 1
         }
