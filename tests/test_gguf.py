@@ -202,3 +202,11 @@ def test_readme_warns_when_the_fine_path_was_not_trained() -> None:
     assert fine_path_warning(Measurement("t", full=2.0, fine=4.1, gguf=4.1)) is not None
     assert fine_path_warning(Measurement("t", full=2.0, fine=2.1, gguf=2.1)) is None
     assert fine_path_warning(Measurement("t", full=None, fine=4.1, gguf=None)) is None
+
+
+def test_a_windowed_model_states_its_window_as_the_context(tmp_path: Path) -> None:
+    """llama's architecture has no sliding window; within one window the fine path is exact."""
+    model = make_model("tiny", max_seq_len=64, attention_window=16)
+    write_gguf(model, tmp_path / "w.gguf", "f32", "w")
+    field = gguf.GGUFReader(tmp_path / "w.gguf").fields["llama.context_length"]
+    assert int(field.parts[field.data[0]][0]) == 16

@@ -24,6 +24,7 @@ from multiscale_transformer.model.vocab import BOS_ID, EOS_ID, FIM_IDS
 if TYPE_CHECKING:
     import torch
 
+    from multiscale_transformer.model.config import ModelConfig
     from multiscale_transformer.model.model import MultiScaleTransformer
 
 # What gguf-py writes itself; "q4_k_m" goes through llama.cpp's quantizer (export/quantize.py).
@@ -50,6 +51,13 @@ class WrittenTensor:
     name: str
     shape: tuple[int, ...]
     type_name: str  # GGML type, e.g. "Q4_0"
+
+
+def exported_context(cfg: ModelConfig) -> int:
+    """The context the GGUF states: the model's, or its byte-level attention window when it has one.
+    The llama architecture has no sliding window, and within one window the fine path computes
+    exactly what it computes in the full model."""
+    return min(cfg.max_seq_len, cfg.attention_window or cfg.max_seq_len)
 
 
 def fine_path_tensors(model: MultiScaleTransformer) -> Iterator[tuple[str, torch.Tensor]]:
@@ -122,7 +130,7 @@ def write_gguf(model: MultiScaleTransformer, path: Path, outtype: str, name: str
     with atomic_path(path) as tmp:
         writer = gguf.GGUFWriter(tmp, "llama")
         writer.add_name(name)
-        writer.add_context_length(cfg.max_seq_len)
+        writer.add_context_length(exported_context(cfg))
         writer.add_embedding_length(cfg.d_model)
         writer.add_block_count(cfg.scale_depths[0])
         writer.add_feed_forward_length(cfg.d_ff)
