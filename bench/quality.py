@@ -282,9 +282,15 @@ class Arm:
 
     def evaluate(self, budget: float, sets: dict[str, list[Document]]) -> dict:
         t0 = time.perf_counter()
-        scores = {k: evaluate_documents(self.model, docs).bits_per_byte for k, docs in sets.items()}
+        results = {k: evaluate_documents(self.model, docs) for k, docs in sets.items()}
+        scores = {k: r.bits_per_byte for k, r in results.items()}
         self.model.train()  # evaluate_documents leaves the model in eval mode
         row = {
+            "context": self.config.max_seq_len,
+            "attention_window": self.config.attention_window,
+            "coarse_window": self.config.coarse_window,
+            "batch": self.batch_size,
+            "by_position": {k: {b["band"]: b["bits_per_byte"] for b in r.by_position()} for k, r in results.items()},
             "config": self.spec.name,
             "arch": self.spec.arch,
             "optimizer": self.spec.optimizer,

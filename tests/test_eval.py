@@ -86,6 +86,27 @@ def test_bits_per_byte_is_mean_loss_over_ln2(small: MultiScaleTransformer) -> No
     assert [f.bytes for f in result.files] == [10, 8, 1]
 
 
+def test_bits_per_byte_by_position_in_the_file(small: MultiScaleTransformer) -> None:
+    """The bands add up to the file, and each is the loss of exactly its bytes (recomputed window by
+    window: byte i's loss where the protocol scores it)."""
+    data = bytes(32 + (i * 7919) % 90 for i in range(4100))  # reaches the last band (4096+)
+    result = evaluate_documents(small, docs_of(data, data[:300]), stride=T)
+    ids = torch.tensor([EOS_ID, *data])
+    parts = []
+    with torch.no_grad():
+        for w in sliding_windows(len(data), T, T):
+            nll = F.cross_entropy(small(ids[None, w.start : w.end])[0], ids[w.start + 1 : w.end + 1], reduction="none")
+            parts.append(nll[w.score_from - w.start :])
+    nll = torch.cat(parts).double()  # (4100,)
+    bands = result.by_position()
+    assert [b["band"] for b in bands] == ["0-256", "256-1024", "1024-4096", "4096+"]
+    assert [b["bytes"] for b in bands] == [256 + 256, 768 + 44, 3072, 4]
+    first = result.files[0]
+    assert sum(first.band_nats) == pytest.approx(first.nats, rel=1e-9)
+    for b, (lo, hi) in enumerate([(0, 256), (256, 1024), (1024, 4096), (4096, 4100)]):
+        assert first.band_nats[b] == pytest.approx(float(nll[lo:hi].sum()), rel=1e-6)
+
+
 def test_stride_one_gives_every_byte_the_full_context(small: MultiScaleTransformer) -> None:
     data = bytes(range(32, 32 + 40))
     result = evaluate_documents(small, docs_of(data), stride=1)

@@ -105,6 +105,8 @@ def _print_tables(result: EvalResult, baselines: Baselines | None) -> None:
     print(f"{'':<{label}}  bits/byte")
     for name, bpb in rows:
         print(f"{name:<{label}}  {bpb:.3f}")
+    bands = "  ".join(f"{b['band']} {b['bits_per_byte']:.3f}" for b in result.by_position() if b["bytes"])
+    print(f"\nby position in the file (bytes in), bits/byte: {bands}")
     print(f"\nloss {result.loss:.4f} nats/byte, byte perplexity {result.perplexity:.3f}", file=sys.stdout)
 
 

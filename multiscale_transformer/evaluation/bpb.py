@@ -54,15 +54,26 @@ def sliding_windows(n_bytes: int, context: int, stride: int) -> Iterator[Window]
         done = end
 
 
+# How far into its file a byte sits, in bytes: the bands of EvalResult.by_position, which show what
+# context is worth (a byte past 4 KB can use whole functions and imports before it, if the model reads them).
+POSITION_BANDS = ((0, 256), (256, 1024), (1024, 4096), (4096, None))
+
+
 @dataclass(frozen=True)
 class FileScore:
     name: str
     bytes: int
     nats: float  # summed negative log-likelihood of the file's bytes
+    band_nats: tuple[float, ...] = ()  # the same, per POSITION_BANDS
 
     @property
     def bits_per_byte(self) -> float:
         return self.nats / self.bytes / math.log(2)
+
+
+def band_sizes(n_bytes: int) -> list[int]:
+    """How many of a file's n bytes fall in each of POSITION_BANDS."""
+    return [max(0, min(n_bytes, hi if hi is not None else n_bytes) - lo) for lo, hi in POSITION_BANDS]
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,16 @@ class EvalResult:
     def perplexity(self) -> float:
         return math.exp(self.loss)
 
+    def by_position(self) -> list[dict[str, Any]]:
+        """Bits per byte of the bytes at each POSITION_BANDS distance into their files (None: no bytes there)."""
+        out = []
+        for b, (lo, hi) in enumerate(POSITION_BANDS):
+            n = sum(band_sizes(f.bytes)[b] for f in self.files)
+            nats = sum(f.band_nats[b] for f in self.files if f.band_nats)
+            name = f"{lo}-{hi}" if hi is not None else f"{lo}+"
+            out.append({"band": name, "bytes": n, "bits_per_byte": nats / n / math.log(2) if n else None})
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
             "bits_per_byte": self.bits_per_byte,
@@ -99,6 +120,7 @@ class EvalResult:
             "context": self.context,
             "stride": self.stride,
             "fine_only": self.fine_only,
+            "by_position": self.by_position(),
             "per_file": [{"name": f.name, "bytes": f.bytes, "bits_per_byte": f.bits_per_byte} for f in self.files],
         }
 
@@ -163,6 +185,7 @@ def score_documents(
         for w in sliding_windows(len(d.data), T, stride):
             by_length[w.end - w.start].append((i, w))
     nats = [0.0] * len(docs)
+    bands = [[0.0] * len(POSITION_BANDS) for _ in docs]
     scored = [0] * len(docs)
     bar = _progress(sum(len(v) for v in by_length.values()), progress)
     for length in sorted(by_length, reverse=True):
@@ -173,16 +196,20 @@ def score_documents(
             logits = forward(ids[:, :-1]).float()  # (B, length, V)
             nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, length)
             for row, (i, w) in enumerate(chunk):
-                part = nll[row, w.score_from - w.start :]
-                nats[i] += float(part.double().sum())
+                part = nll[row, w.score_from - w.start :].double()  # bytes score_from .. end-1
+                nats[i] += float(part.sum())
                 scored[i] += part.numel()
+                for b, (lo, hi) in enumerate(POSITION_BANDS):
+                    a, z = max(lo, w.score_from), min(w.end if hi is None else hi, w.end)
+                    if z > a:
+                        bands[i][b] += float(part[a - w.score_from : z - w.score_from].sum())
             if bar is not None:
                 bar.update(len(chunk))
     if bar is not None:
         bar.close()
     # The bookkeeping invariant the whole evaluation rests on; cheap enough to check on every run.
     assert scored == [len(d.data) for d in docs], "a byte was scored twice or not at all"
-    files = [FileScore(d.name, len(d.data), n) for d, n in zip(docs, nats, strict=True)]
+    files = [FileScore(d.name, len(d.data), n, tuple(b)) for d, n, b in zip(docs, nats, bands, strict=True)]
     return EvalResult(files, T, stride, fine_only)
 
 
