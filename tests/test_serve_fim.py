@@ -414,9 +414,26 @@ def test_llama_vim(http: httpx.Client) -> None:
             "t_max_predict_ms": 250, "response_fields": fields}  # fmt: skip
     reply = http.post("/infill", json=body).json()
     assert set(reply) == set(fields), json.dumps(reply)
-    assert isinstance(reply["content"], str) and reply["tokens_cached"] == 0
+    assert isinstance(reply["content"], str)
+    assert 0 <= reply["tokens_cached"] < reply["timings/prompt_n"]  # earlier infills left the sentinels and more
     assert reply["truncated"] is True  # the two chunks and the prefix do not fit the test model's 128 bytes
     assert reply["timings/prompt_n"] > len(PREFIX) and reply["timings/prompt_ms"] > 0
     assert reply["timings/predicted_n"] >= 1 and reply["timings/predicted_per_second"] > 0
     lines = reply["content"].split("\n")[1:]  # n_indent 4: no line after the first is indented less
     assert all(not line.strip() or len(line) - len(line.lstrip()) >= 4 for line in lines)
+
+
+def test_a_prompt_that_extends_a_recent_one_reuses_its_cache(http: httpx.Client, model: MultiScaleTransformer) -> None:
+    """An editor sends the file again, a little longer, on every keystroke: the server prefills only
+    the new bytes (llama.cpp's cache_prompt, reported as tokens_cached) and answers exactly what a
+    fresh request for that prompt gets."""
+    first = "import os\n\ndef area(r):\n    return"
+    body = {"n_predict": 6, "temperature": 0.0, "cache_prompt": True}
+    http.post("/completion", json={**body, "prompt": first})
+    for prompt in (first + " 3.14 *", first + " 3.14 * r", "x = 1\n"):
+        reply = http.post("/completion", json={**body, "prompt": prompt}).json()
+        expected_text = b"".join(TextStream(model, list(prompt.encode()), 6, params(0.0))).decode("utf-8", "replace")
+        assert reply["content"] == expected_text
+        # the prompt as the model reads it starts with the file-start EOS, which every cached row shares
+        cached = reply["tokens_cached"]
+        assert cached > len(first) if prompt.startswith(first) else cached == 1, cached

@@ -79,10 +79,21 @@ class Batch:
         self.states: dict[int, RowState] = {}  # row -> its state, while it decodes
         self.feed: dict[int, int] = {}  # row -> the byte it sampled, for the next decoder step
 
+    def best_row(self, free: Sequence[int], state: RowState) -> int:
+        """The free row whose cache already holds the longest start of this prompt (an editor sends
+        the same file again and again, a little longer each time), else the first."""
+        prompt = self.read(state)
+        return max(free, key=lambda row: (self.decoder.reuse(row, prompt), -row))
+
+    def read(self, state: RowState) -> list[int]:
+        """The prompt as the model reads it."""
+        return with_file_start(state.prompt, self.model.config.max_seq_len) if self.file_start else list(state.prompt)
+
     def admit(self, rows: Sequence[int], states: Sequence[RowState]) -> list[RowStep]:
         """Prefill `rows` (free) with their states' prompts together and sample each one's first byte."""
-        window = self.model.config.max_seq_len
-        prompts = [with_file_start(s.prompt, window) if self.file_start else list(s.prompt) for s in states]
+        prompts = [self.read(s) for s in states]
+        for row, state, prompt in zip(rows, states, prompts, strict=True):
+            state.prompt_cached = self.decoder.reuse(row, prompt)
         logits = self.decoder.prefill_rows(list(rows), prompts).float().cpu()
         self.states.update(zip(rows, states, strict=True))
         return [self._sample(row, row_logits) for row, row_logits in zip(rows, logits, strict=True)]

@@ -36,10 +36,25 @@ class CachedDecoder:
         self.cache = ModelCache(cfg, batch_size, next(model.parameters()).device)
         self.lengths = [0] * batch_size
         self.ids: list[list[int]] = [[] for _ in range(batch_size)]
+        # The ids whose keys and values each row's caches hold, at positions 0..len-1: what a later
+        # prompt that starts the same way reuses (released rows keep theirs until overwritten).
+        self.cached: list[list[int]] = [[] for _ in range(batch_size)]
 
     def release(self, row: int) -> None:
         self.lengths[row] = 0
         self.ids[row] = []
+
+    def reuse(self, row: int, ids: Sequence[int]) -> int:
+        """How many of the first bytes of `ids` (the window a prefill would read) row `row` already
+        holds: a prefill there runs only the rest (llama.cpp's cache_prompt). At least the last byte
+        always runs, for its logits."""
+        window, held = list(ids)[-self.window :], self.cached[row]
+        n = 0
+        for a, b in zip(held, window[:-1], strict=False):
+            if a != b:
+                break
+            n += 1
+        return n
 
     def prefill_row(self, row: int, ids: Sequence[int]) -> torch.Tensor:
         """Run the prompt's window through the model, filling row `row`'s caches: logits (V,)."""
@@ -50,16 +65,17 @@ class CachedDecoder:
         """prefill_row for several rows at once, batching prompts of equal length: logits (R, V)."""
         windows = [list(p)[-self.window :] for p in prompts]
         out = torch.zeros(len(rows), self.model.config.vocab_size, device=self.cache.pooled.device)
-        by_length: dict[int, list[int]] = {}
+        groups: dict[tuple[int, int], list[int]] = {}  # (bytes reused, window length) -> prompts
         for i, ids in enumerate(windows):
-            by_length.setdefault(len(ids), []).append(i)
-        for group in by_length.values():
+            groups.setdefault((self.reuse(rows[i], ids), len(ids)), []).append(i)
+        for (kept, _), group in groups.items():
             row_list = [rows[i] for i in group]
-            ids = torch.tensor([windows[i] for i in group], device=out.device)
-            out[group] = self._last_logits(ids, row_list, [0] * len(group))
+            ids = torch.tensor([windows[i][kept:] for i in group], device=out.device)
+            out[group] = self._last_logits(ids, row_list, [kept] * len(group))
             for i in group:
                 self.lengths[rows[i]] = len(windows[i])
-                self.ids[rows[i]] = windows[i]
+                self.ids[rows[i]] = list(windows[i])
+                self.cached[rows[i]] = list(windows[i])
         return out
 
     @torch.inference_mode()
@@ -69,6 +85,7 @@ class CachedDecoder:
         incremental = []
         for row in active.nonzero().flatten().tolist():
             self.ids[row].append(int(next_ids[row]))
+            self.cached[row].append(int(next_ids[row]))
             if self.lengths[row] >= self.window:  # full: slide to the last `keep` bytes
                 out[row] = self.prefill_row(row, self.ids[row][-self.keep :])
             else:

@@ -58,6 +58,10 @@ class Decoder(Protocol):
         """Forget row `row` so that it can take a new prompt."""
         ...
 
+    def reuse(self, row: int, ids: Sequence[int]) -> int:
+        """How many of the first bytes of `ids` a prefill of row `row` would not need to run again."""
+        ...
+
 
 class FullDecoder:
     """Reference decoder: every step runs the model on each active row's last max_seq_len bytes."""
@@ -92,3 +96,6 @@ class FullDecoder:
 
     def release(self, row: int) -> None:
         self.rows[row] = []
+
+    def reuse(self, row: int, ids: Sequence[int]) -> int:
+        return 0  # the reference recomputes everything

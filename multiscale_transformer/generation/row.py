@@ -69,6 +69,7 @@ class RowState:
         self, prompt: list[int], options: CompletionOptions, generator: torch.Generator | None, vocab: int
     ) -> None:
         self.prompt = list(prompt)
+        self.prompt_cached = 0  # bytes of the prompt a decoder's cache already held (Batch.admit)
         self.options = options
         self.generator = generator
         self.stop = [s for s in options.stop if s]

@@ -101,8 +101,8 @@ class ModelCache:
     - `cross_kv[layer][pair]`: the source scale's keys and values of each directed cross block;
     - `pooled`: per byte, what the coarser scales pool (ModelConfig.coarse_input), because a
       token's span reaches back k-1 bytes into earlier calls;
-    - `slots[scale]`: the upsampled slots (B, k, d) of each coarser scale's latest token, which the
-      bytes after it read until the next token of that scale ends.
+    - `slots[scale]`: per byte, the upsampled slot (B, max_len, d) of the coarser scale's token that
+      serves it, written when that token ends, so that any cached prefix can be extended.
     """
 
     def __init__(self, cfg: ModelConfig, batch: int, device: torch.device | str = "cpu") -> None:
@@ -117,7 +117,9 @@ class ModelCache:
         self.cross_kv = [[kv(sizes[s]) for s, _ in cfg.directed_pairs] for _ in range(cfg.n_cross_attn_layers)]
         self.pooled = torch.zeros(batch, max_len, cfg.d_model, device=device)
         self.slots = {
-            s: torch.zeros(batch, k, cfg.d_model, device=device) for s, k in enumerate(cfg.downsample_factors) if k > 1
+            s: torch.zeros(batch, max_len, cfg.d_model, device=device)
+            for s, k in enumerate(cfg.downsample_factors)
+            if k > 1
         }
 
     def at(self, rows: Sequence[int], start: Sequence[int]) -> Rows:

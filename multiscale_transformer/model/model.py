@@ -242,28 +242,32 @@ class MultiScaleTransformer(nn.Module):
         self, s: int, h: torch.Tensor | None, span: Span | None, start: list[int], T: int, at: Rows | None
     ) -> torch.Tensor:
         """Scale s at the call's bytes (R, T, d): byte t reads slot t % k of token t // k, which may
-        have ended in an earlier call (its slots are then in the cache)."""
+        have ended in an earlier call. With a cache, every token's slots are kept at the bytes they
+        serve (ModelCache.slots), so a call can start anywhere a cached prefix ends."""
         k = self.config.downsample_factors[s]
-        slots = None if h is None else self.up[s](h)  # (R_s, n*k, d)
+        slots = None if h is None else self.up[s](h)  # (R_s, n*k, d): bytes first*k .. (first+n)*k - 1
         if at is None:
             assert slots is not None
             return slots[:, :T]  # from byte 0, the new tokens serve every byte
-        cached = at.cache.slots[s]
-        rows = at.rows
-        if T == 1:  # a decoding step: the latest token's slots, new or not, sit in the cache
-            if len(rows) == 1:  # plain indexing: fewer operators for the common case
-                if slots is not None:
-                    cached[rows[0]] = slots[0, -k:]
-                return cached[rows[0], start[0] % k].view(1, 1, -1)
-            if slots is not None and span is not None:
-                cached[_index(_sub(rows, span.rows))] = slots[:, -k:]
-            return cached[_index(rows), _index([p % k for p in start])][:, None]
-        p = start[0]  # every row starts here (Span.of refuses anything else)
-        parts = [cached[_index(rows)]] if p % k else []  # the token before the call still serves its first bytes
-        if slots is not None:
-            parts.append(slots)
-            cached[_index(rows)] = slots[:, -k:]
-        return torch.cat(parts, 1)[:, p % k : p % k + T]
+        cached = at.cache.slots[s]  # (B, max_len, d)
+        size = cached.shape[1]
+        if slots is not None and span is not None:
+            rows = _sub(at.rows, span.rows)
+            if len(set(span.first)) == 1:  # one place for every row: a slice
+                lo = span.first[0] * k
+                n = min(slots.shape[1], size - lo)  # the last token's slots may reach past the context
+                cached[rows[0] if len(rows) == 1 else _index(rows), lo : lo + n] = slots[:, :n].squeeze(0)
+            else:  # a decoding step of rows at different positions
+                pos = torch.tensor(span.first)[:, None] * k + torch.arange(slots.shape[1])  # (R_s, n*k)
+                ok = pos < size
+                cached[_index(rows)[:, None].expand_as(pos)[ok], pos[ok]] = slots[ok]
+        if len(set(start)) == 1:
+            p = start[0]
+            if len(at.rows) == 1:
+                return cached[at.rows[0], p : p + T][None]
+            return cached[_index(at.rows), p : p + T]
+        assert T == 1
+        return cached[_index(at.rows), _index(start)][:, None]
 
     def _rotation(self, span: Span, unit: int) -> torch.Tensor:
         """RoPE rotations (R_s or 1, n, 1, hd/2) of the span's tokens at their positions in the stack

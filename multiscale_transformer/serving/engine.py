@@ -78,6 +78,7 @@ class Finished:
     eos: ByteLogprob | None = None
     stop_word: bytes | None = None  # the stop sequence that ended it (llama.cpp reports which)
     stopped_by: str | None = None  # RowState.stopped_by: eos, word, indent, time, length
+    prompt_cached: int = 0  # bytes of the prompt (as the model reads it) found in the row's cache, not prefilled
 
 
 @dataclass(frozen=True)
@@ -309,7 +310,8 @@ class Engine:
             except Exception as exc:
                 self._fail(job, f"prefill failed: {exc}")
                 continue
-            row = self.rows.index(None)
+            free = [r for r, j in enumerate(self.rows) if j is None]
+            row = self.batch.best_row(free, job.state)  # where the prompt's start is cached already
             self.rows[row] = job
             started.append((row, job.state))
         if not started:
@@ -362,7 +364,7 @@ class Engine:
     def _finish(self, job: Job, reason: str, eos: ByteLogprob | None = None) -> None:
         state = job.state
         n, word, by = (state.n_generated, state.stop_hit, state.stopped_by) if state else (0, None, reason)
-        job.sink(Finished(job.index, reason, n, eos, word, by))
+        job.sink(Finished(job.index, reason, n, eos, word, by, state.prompt_cached if state else 0))
         self._done(job)
 
     def _fail(self, job: Job, message: str, status: int = 500) -> None:

@@ -210,7 +210,7 @@ class _Summary:
                 "n_indent": o.min_indent,
                 "t_max_predict_ms": round(o.max_predict_s * 1000) if o.max_predict_s is not None else -1,
             },
-            "tokens_cached": 0,  # no prompt is reused between requests yet
+            "tokens_cached": done.prompt_cached,  # prompt bytes a recent request had left in the row's cache
             "timings": {
                 "prompt_n": n_prompt,
                 "prompt_ms": read * 1000,
