@@ -34,15 +34,14 @@ class CachedDecoder:
         # Weights changed through `.data` keep their version: fold the weights as they are now.
         forget_packed(model)
         self.cache = ModelCache(cfg, batch_size, next(model.parameters()).device)
-        self.lengths = [0] * batch_size
-        self.ids: list[list[int]] = [[] for _ in range(batch_size)]
-        # The ids whose keys and values each row's caches hold, at positions 0..len-1: what a later
-        # prompt that starts the same way reuses (released rows keep theirs until overwritten).
+        self.lengths = [0] * batch_size  # positions each active row has in the caches (0: free)
+        # The ids whose keys and values each row's caches hold, at positions 0..len-1: the tail a
+        # full row slides to, and what a later prompt that starts the same way reuses (released rows
+        # keep theirs until overwritten).
         self.cached: list[list[int]] = [[] for _ in range(batch_size)]
 
     def release(self, row: int) -> None:
         self.lengths[row] = 0
-        self.ids[row] = []
 
     def reuse(self, row: int, ids: Sequence[int]) -> int:
         """How many of the first bytes of `ids` (the window a prefill would read) row `row` already
@@ -74,7 +73,6 @@ class CachedDecoder:
             out[group] = self._last_logits(ids, row_list, [kept] * len(group))
             for i in group:
                 self.lengths[rows[i]] = len(windows[i])
-                self.ids[rows[i]] = list(windows[i])
                 self.cached[rows[i]] = list(windows[i])
         return out
 
@@ -84,10 +82,9 @@ class CachedDecoder:
         out = torch.zeros(self.batch_size, self.model.config.vocab_size, device=self.cache.pooled.device)
         incremental = []
         for row in active.nonzero().flatten().tolist():
-            self.ids[row].append(int(next_ids[row]))
             self.cached[row].append(int(next_ids[row]))
             if self.lengths[row] >= self.window:  # full: slide to the last `keep` bytes
-                out[row] = self.prefill_row(row, self.ids[row][-self.keep :])
+                out[row] = self.prefill_row(row, self.cached[row][-self.keep :])
             else:
                 incremental.append(row)
         if len(incremental) == 1:  # plain indexing for the common case: fewer operators per byte
