@@ -59,12 +59,14 @@ def with_file_start(ids: Sequence[int], window: int) -> list[int]:
 
 @torch.inference_mode()
 def prompt_logprobs(model: LanguageModel, prompt: list[int]) -> torch.Tensor:
-    """logprobs_of the model's predictions inside the prompt as generation reads it (with_file_start,
-    its last max_seq_len bytes): row t-1 predicts byte t, (T-1, V); the first byte has none."""
+    """logprobs_of the model's predictions inside a prompt of at most max_seq_len bytes, as generation
+    reads it (with_file_start): row t-1 predicts byte t, (T-1, V); the first byte has none."""
     window = model.config.max_seq_len
-    read = with_file_start(prompt, window)[-window:]
+    if len(prompt) > window:
+        raise ValueError(f"prompt logprobs need a prompt within the context ({window} bytes), got {len(prompt)}")
+    read = with_file_start(prompt, window)  # the prompt, after the file-start EOS when there is room
     logits = model(torch.tensor([read]))[0]  # (len(read), V)
-    return logprobs_of(logits[len(read) - len(prompt) : -1]) if len(read) >= len(prompt) else logprobs_of(logits[:-1])
+    return logprobs_of(logits[len(read) - len(prompt) : -1])
 
 
 class Batch:

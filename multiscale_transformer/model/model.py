@@ -271,7 +271,7 @@ class MultiScaleTransformer(nn.Module):
 
     def _rotation(self, span: Span, unit: int) -> torch.Tensor:
         """RoPE rotations (R_s or 1, n, 1, hd/2) of the span's tokens at their positions in the stack
-        (unit 1) or at the bytes at their spans end (unit k, cross-scale attention)."""
+        (unit 1) or at the bytes where their spans end (unit k, cross-scale attention)."""
         if span.n == 1 and len(set(span.first)) == 1:
             return self.rope_rotation[span.first[0] * unit].view(1, 1, 1, -1)
         return self.rope_rotation[span.positions(self.rope_rotation.device) * unit][:, :, None]
