@@ -188,3 +188,26 @@ def test_init_from_starts_at_the_models_weights(src: Path, tmp_path: Path) -> No
     assert both.returncode == 2 and "--init-from" in both.stderr and "Traceback" not in both.stderr
     missing = run("--init-from", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and "no such model" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_init_from_extends_the_context_and_keeps_the_weights(src: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    assert axl_train(src, first, "--max-steps", "2").returncode == 0
+    base = MultiScaleTransformer.from_pretrained(first)
+
+    args = train_args(src, tmp_path / "long", "--max-steps", "1", "--lr", "1e-12")
+    i = args.index("--preset")
+    del args[i : i + 2]
+    args[args.index("--context") + 1] = "128"
+    run = lambda *extra: subprocess.run([*args, *extra], capture_output=True, text=True, timeout=300, env=ENV)  # noqa: E731
+    windows = '{"attention_window": 32, "coarse_window": 64}'
+    done = run("--init-from", str(first), "--config", windows)
+    assert done.returncode == 0, done.stderr
+    long = MultiScaleTransformer.from_pretrained(tmp_path / "long")
+    assert (long.config.max_seq_len, long.config.attention_window, long.config.coarse_window) == (128, 32, 64)
+    assert base.config.max_seq_len == 32
+    for (name, a), b in zip(base.state_dict().items(), long.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+    wider = run("--init-from", str(first), "--config", '{"d_model": 128}')
+    assert wider.returncode == 2 and "drop d_model" in wider.stderr and "Traceback" not in wider.stderr

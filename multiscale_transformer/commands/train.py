@@ -11,6 +11,7 @@ from multiscale_transformer.errors import UserError
 from multiscale_transformer.settings import add_flags, duration, from_flags, positive_int
 
 if TYPE_CHECKING:
+    from multiscale_transformer.model.config import ModelConfig
     from multiscale_transformer.training.settings import TrainSettings
 
 # duration: the --time-budget type, for bench/
@@ -18,6 +19,9 @@ __all__ = ["DEFAULT_PRESET", "add_arguments", "duration", "run", "settings"]
 
 # The layout `axl train` has trained by default since Hourglass pooling was adopted (docs/quality.md).
 DEFAULT_PRESET = "tiny-coarse20"
+
+# Config fields a fine-tune (--init-from) may change: none of them changes a weight's shape.
+WEIGHTLESS_FIELDS = frozenset({"max_seq_len", "attention_window", "coarse_window", "dropout"})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,20 +36,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     groups[MODEL].add_argument(
         "--config", help="JSON object or file of fields over the preset, e.g. '{\"dropout\": 0.1}'"
     )
-    groups[MODEL].add_argument("--context", type=positive_int, help="max_seq_len: bytes of context per training window")
+    groups[MODEL].add_argument(
+        "--context",
+        type=positive_int,
+        help="max_seq_len: bytes of context per training window (with --init-from: context extension)",
+    )
     add_flags(p, TrainSettings, groups=groups)
 
 
-def _config(args: argparse.Namespace) -> object:
+def _config(args: argparse.Namespace) -> ModelConfig:
+    import dataclasses
+
     from multiscale_transformer.model.config import ModelConfig
 
+    overrides = _overrides(args)
     if args.init_from is not None:
-        if args.preset or args.config or args.context:
-            raise UserError("--init-from takes the model's own config; drop --preset, --config and --context")
+        if args.preset:
+            raise UserError("--init-from takes the model's own config; drop --preset")
         from multiscale_transformer.model.model import MultiScaleTransformer
 
         # Fails here, with one line, on a bad model path.
-        return MultiScaleTransformer.from_pretrained(args.init_from).config
+        config = MultiScaleTransformer.from_pretrained(args.init_from).config
+        # A fine-tune may read longer windows (context extension) or change dropout: fields that leave
+        # every weight's shape as it is. Anything else would not load the weights it starts from.
+        changed = sorted(set(overrides) - WEIGHTLESS_FIELDS)
+        if changed:
+            raise UserError(
+                f"--init-from keeps the model's weights, so --config may change only "
+                f"{', '.join(sorted(WEIGHTLESS_FIELDS))}; drop {', '.join(changed)}"
+            )
+        return dataclasses.replace(config, **overrides)
+    try:
+        return ModelConfig.from_name(args.preset or DEFAULT_PRESET, **overrides)
+    except TypeError as exc:
+        raise UserError(f"--config: {exc}") from None
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    """The config fields --config and --context set."""
     overrides: dict = {}
     if args.config:
         text = args.config
@@ -64,10 +92,7 @@ def _config(args: argparse.Namespace) -> object:
             raise UserError("--config: expected a JSON object of config fields")
     if args.context:
         overrides["max_seq_len"] = args.context
-    try:
-        return ModelConfig.from_name(args.preset or DEFAULT_PRESET, **overrides)
-    except TypeError as exc:
-        raise UserError(f"--config: {exc}") from None
+    return overrides
 
 
 def settings(args: argparse.Namespace) -> TrainSettings:
