@@ -156,3 +156,59 @@ def test_a_prompt_that_starts_like_the_cached_one_runs_only_the_rest(option: str
         decoder.release(1)
         decoder.prefill_row(1, data[:26])  # back to the first prompt for the next case
         decoder.release(1)
+
+
+# Every attention windowed (ModelConfig.rolling): decoding goes on past the context on ring caches.
+ROLLING = OPTIONS["windows=8,16"]
+
+
+def test_a_rolling_model_reads_whole_sequences_of_any_length() -> None:
+    """Past its context (64) a rolling model's full pass is the one a longer-context twin computes
+    (RoPE past the table, windows over the whole sequence)."""
+    short = make_model("tiny", seed=4, **ROLLING)
+    long = make_model("tiny", seed=4, **{**ROLLING, "max_seq_len": 512})
+    data = torch.randint(0, 256, (1, 300), generator=torch.Generator().manual_seed(8))
+    assert short.config.rolling and short.config.max_seq_len == 64
+    torch.testing.assert_close(short(data), long(data), rtol=0, atol=1e-5)
+    flat = make_model("tiny", seed=4, **{**FEATURES, "attention_window": 8})  # the coarse scales read everything
+    assert not flat.config.rolling
+    with pytest.raises(ValueError, match="max_seq_len"):
+        flat(data)
+
+
+def test_rolling_decoding_equals_the_full_pass_far_past_the_context() -> None:
+    model = make_model("tiny", seed=5, **ROLLING)
+    data = torch.randint(0, 256, (500,), generator=torch.Generator().manual_seed(9)).tolist()
+    assert_decoders_agree(model, data[:40], data[40:400])  # 6x the context: the rings wrap many times
+    assert_decoders_agree(model, data[:100], data[100:300], row=1, batch=2)  # a prompt longer than the context
+
+
+def test_rolling_rows_at_different_positions_step_together() -> None:
+    model = make_model("tiny", seed=6, **ROLLING)
+    data = torch.randint(0, 256, (400,), generator=torch.Generator().manual_seed(10)).tolist()
+    cached, full = CachedDecoder(model, 3), FullDecoder(model, 3)
+    for row, n in enumerate((3, 30, 61)):
+        torch.testing.assert_close(cached.prefill_row(row, data[:n]), full.prefill_row(row, data[:n]), rtol=0, atol=1e-5)
+    active = torch.ones(3, dtype=torch.bool)
+    for byte in data[100:250]:  # each row passes the context (and wraps its rings) at its own step
+        ids = torch.full((3,), byte)
+        torch.testing.assert_close(cached.step(ids, active), full.step(ids, active), rtol=0, atol=1e-5)
+    assert min(cached.lengths) > 2 * model.config.max_seq_len
+
+
+def test_rolling_caches_keep_their_memory_and_never_reprefill() -> None:
+    """Memory set by the context however long generation runs, and no window computed twice."""
+    model = make_model("tiny", seed=7, **ROLLING)
+    decoder = CachedDecoder(model)
+    buffers = [decoder.cache.pooled, *decoder.cache.slots.values()]
+    buffers += [kv.k for stack in decoder.cache.self_kv for kv in stack]
+    buffers += [kv.v for layer in decoder.cache.cross_kv for kv in layer]
+    before = [(b.data_ptr(), b.shape) for b in buffers]
+    decoder.prefill_row(0, list(b"def f(x):\n"))
+    prefills = []
+    decoder.prefill_row = lambda *a: prefills.append(a)  # type: ignore[method-assign]
+    for byte in torch.randint(0, 256, (1000,), generator=torch.Generator().manual_seed(11)).tolist():
+        decoder.step(torch.tensor([byte]), torch.tensor([True]))
+    assert decoder.lengths[0] == 1010 and not prefills
+    assert [(b.data_ptr(), b.shape) for b in buffers] == before
+    assert decoder.reuse(0, list(b"def f(x):\n    return")) == 0  # positions past the context: nothing to reuse

@@ -6,9 +6,12 @@ own position. This decoder keeps the per-row bookkeeping: the ModelCache, each r
 ids. Rows are independent, so prompts of different lengths and requests that start at different
 times share one batch.
 
-Beyond the context window the decoder keeps the last `keep` bytes of the row and re-prefills them
-(the llama.cpp "context shift" idea, without its approximation): every logit is then exactly what
-the full forward pass gives on that same window. `FullDecoder` follows the same rule.
+Beyond the context a rolling model (every attention windowed, ModelConfig.rolling) goes on
+decoding one byte at a time: its caches are rings that hold every window a query reads, and its
+logits are those of the full pass over everything since the prompt's window. Any other model keeps the last `keep`
+bytes of the row and re-prefills them (the llama.cpp "context shift" idea, without its
+approximation): every logit is then exactly what the full forward pass gives on that same window.
+`FullDecoder` follows the same rules.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class CachedDecoder:
         cfg = model.config
         self.window = cfg.max_seq_len
         self.keep = keep_after_overflow(cfg.max_seq_len)
+        self.rolling = cfg.rolling
         # Weights changed through `.data` keep their version: fold the weights as they are now.
         forget_packed(model)
         self.cache = ModelCache(cfg, batch_size, next(model.parameters()).device)
@@ -82,11 +86,15 @@ class CachedDecoder:
         out = torch.zeros(self.batch_size, self.model.config.vocab_size, device=self.cache.pooled.device)
         incremental = []
         for row in active.nonzero().flatten().tolist():
-            self.cached[row].append(int(next_ids[row]))
-            if self.lengths[row] >= self.window:  # full: slide to the last `keep` bytes
-                out[row] = self.prefill_row(row, self.cached[row][-self.keep :])
-            else:
+            if self.lengths[row] < self.window:
+                self.cached[row].append(int(next_ids[row]))
                 incremental.append(row)
+            elif self.rolling:  # past the context: the ring goes on; nothing here is a prompt's start any more
+                self.cached[row].clear()
+                incremental.append(row)
+            else:  # full: slide to the last `keep` bytes
+                self.cached[row].append(int(next_ids[row]))
+                out[row] = self.prefill_row(row, self.cached[row][-self.keep :])
         if len(incremental) == 1:  # plain indexing for the common case: fewer operators per byte
             r = incremental[0]
             out[r] = self._last_logits(next_ids[r].view(1, 1).to(out.device), incremental, [self.lengths[r]])[0]

@@ -3,8 +3,9 @@
 Rows are independent (each has its own length and position), so a server can put a new request
 into a free row while the other rows keep decoding. `FullDecoder` recomputes the whole window for
 every byte: slow, simple, and the reference that the cached decoder (generation/cached.py) must
-equal. Both slide past the context the same way: a full row keeps its last `keep_after_overflow`
-bytes, so every logit is the full forward pass's on a window the caller can name.
+equal. Both go past the context the same way: a full row keeps its last `keep_after_overflow`
+bytes, so every logit is the full forward pass's on a window the caller can name; a rolling model
+(every attention windowed) has no such seam, its cached decoder runs on (model/cache.py).
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ class Decoder(Protocol):
 
 
 class FullDecoder:
-    """Reference decoder: every step runs the model on each active row's last max_seq_len bytes."""
+    """Reference decoder: every step runs the model on each active row's bytes since its prompt's
+    last max_seq_len. Past the context a rolling model (ModelConfig.rolling), which reads sequences
+    of any length, keeps them all (slow, and growing: a reference); any other model's row slides to
+    its last `keep_after_overflow` bytes, exactly as CachedDecoder does."""
 
     def __init__(self, model: LanguageModel, batch_size: int = 1) -> None:
         self.model = model
@@ -74,7 +78,7 @@ class FullDecoder:
 
     @torch.inference_mode()
     def _logits(self, row: int) -> torch.Tensor:
-        ids = torch.tensor([self.rows[row][-self.window :]], dtype=torch.long)
+        ids = torch.tensor([self.rows[row]], dtype=torch.long)
         return self.model(ids)[0, -1]
 
     def prefill_row(self, row: int, ids: Sequence[int]) -> torch.Tensor:
@@ -89,8 +93,8 @@ class FullDecoder:
         for row in range(self.batch_size):
             if bool(active[row]):
                 self.rows[row].append(int(next_ids[row]))
-                if len(self.rows[row]) > self.window:  # slide exactly as CachedDecoder does
-                    del self.rows[row][: -keep_after_overflow(self.window)]
+                if len(self.rows[row]) > self.window and not self.model.config.rolling:
+                    del self.rows[row][: -keep_after_overflow(self.window)]  # slide exactly as CachedDecoder does
                 out[row] = self._logits(row)
         return out
 

@@ -1,8 +1,14 @@
-"""KV caches: preallocated key/value buffers per batch row, written at each row's own positions.
+"""KV caches: preallocated rings of key/value buffers per batch row, written at each row's own positions.
 
 Rows are independent so that sequences of different lengths (and a server's requests that start
 at different times) share one batch. `ModelCache` holds every buffer a model's decoding needs; a
-`CacheView` names which rows and positions one layer's call writes and how many keys it reads back.
+`CacheView` names which rows and positions one layer's call writes and which keys it reads back.
+
+Every buffer is a ring: position p lives in slot p % capacity. Within the context nothing wraps
+(the capacity is the context plus the widest downsampling factor), so a cached prefix can always be
+extended. A model whose every attention is windowed (ModelConfig.rolling) decodes on past the
+context: a query reads only the keys of its window, which the ring still holds, so memory is set by
+the context however long generation runs, and no window is ever recomputed.
 """
 
 from __future__ import annotations
@@ -18,71 +24,77 @@ from multiscale_transformer.model.scales import n_tokens
 
 
 class KVCache:
-    """Keys and values (batch, n_heads, max_len, head_dim) of one attention layer. Plain attributes,
+    """Keys and values (batch, n_heads, capacity, head_dim) of one attention layer. Plain attributes,
     not an nn.Module's buffers: a decoding step reads them a few times per layer, and a module's
     attribute lookup costs about a microsecond each time."""
 
-    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int, device: torch.device | str) -> None:
-        shape = (batch, n_heads, max_len, head_dim)
+    def __init__(self, batch: int, n_heads: int, capacity: int, head_dim: int, device: torch.device | str) -> None:
+        shape = (batch, n_heads, capacity, head_dim)
         self.k = torch.zeros(shape, device=device)
         self.v = torch.zeros(shape, device=device)
+        self.capacity = capacity
 
 
 @dataclass(frozen=True)
 class CacheView:
-    """Rows (R,) of `cache` and the positions (R, S) at which this call's S new keys go.
+    """Rows (R,) of `cache`, the positions (R, S) at which this call's S new keys go, and the keys
+    it reads back: positions `first` .. `length` - 1 of every row.
 
-    `length` is how many cached positions the call then reads back (the longest row's extent);
-    shorter rows must be masked by the caller. `at` = (row, position) when the call writes one key of
-    one row, the decoding steady state: plain slice copies instead of index_put and gathers.
+    The caller masks what a row may not read (shorter rows, windows). `at` = (row, slot) when the
+    call writes one key of one row, the decoding steady state: plain slice copies instead of
+    index_put and gathers.
     """
 
     cache: KVCache
     rows: torch.Tensor | None  # None with `at`
-    pos: torch.Tensor | None
+    slots: torch.Tensor | None  # (R, S) ring slots of the new keys; None with `at` or when reading only
     length: int
+    first: int = 0
     at: tuple[int, int] | None = None
 
     @classmethod
-    def of(cls, cache: KVCache, rows: list[int], first: list[int], n: int, length: int) -> CacheView:
-        """Rows `rows` write n keys each at positions first[r] .. first[r] + n - 1, then read `length`."""
+    def of(cls, cache: KVCache, rows: list[int], first: list[int], n: int, length: int, lo: int = 0) -> CacheView:
+        """Rows `rows` write n keys each at positions first[r] .. first[r] + n - 1, then read keys lo .. length - 1."""
         if len(rows) == 1 and n == 1:
-            return cls(cache, None, None, length, (rows[0], first[0]))
+            return cls(cache, None, None, length, lo, (rows[0], first[0] % cache.capacity))
         device = cache.k.device
         pos = torch.tensor(first, device=device)[:, None] + torch.arange(n, device=device)  # (R, n)
-        return cls(cache, torch.tensor(rows, device=device), pos, length)
+        return cls(cache, torch.tensor(rows, device=device), pos % cache.capacity, length, lo)
 
     @classmethod
-    def reader(cls, cache: KVCache, rows: list[int], length: int) -> CacheView:
-        """Rows `rows` read their first `length` keys and write none."""
+    def reader(cls, cache: KVCache, rows: list[int], length: int, lo: int = 0) -> CacheView:
+        """Rows `rows` read keys lo .. length - 1 and write none."""
         if len(rows) == 1:
-            return cls(cache, None, None, length, (rows[0], 0))
-        return cls(cache, torch.tensor(rows, device=cache.k.device), None, length)
+            return cls(cache, None, None, length, lo, (rows[0], 0))
+        return cls(cache, torch.tensor(rows, device=cache.k.device), None, length, lo)
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (R, H, S, hd) and return every cached key/value of the rows, (R, H, length, hd)."""
+        """Store k, v (R, H, S, hd) and return the cached keys/values read, (R, H, length - first, hd)."""
         self.write(k, v)
         return self.read()
 
     def write(self, k: torch.Tensor, v: torch.Tensor) -> None:
         if self.at is not None:  # narrow + copy_: fewer dispatched operators than indexing
-            row, pos = self.at
-            self.cache.k.narrow(0, row, 1).narrow(2, pos, 1).copy_(k)
-            self.cache.v.narrow(0, row, 1).narrow(2, pos, 1).copy_(v)
+            row, slot = self.at
+            self.cache.k.narrow(0, row, 1).narrow(2, slot, 1).copy_(k)
+            self.cache.v.narrow(0, row, 1).narrow(2, slot, 1).copy_(v)
             return
-        assert self.rows is not None and self.pos is not None
-        index = (self.rows[:, None], slice(None), self.pos)  # selects (R, S, H, hd)
+        assert self.rows is not None and self.slots is not None
+        index = (self.rows[:, None], slice(None), self.slots)  # selects (R, S, H, hd)
         self.cache.k[index] = k.transpose(1, 2)
         self.cache.v[index] = v.transpose(1, 2)
 
     def read(self) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v, cap = self.cache.k, self.cache.v, self.cache.capacity
+        lo, hi = self.first, self.length
         if self.at is not None:
-            row = self.at[0]
-            return self.cache.k[row : row + 1, :, : self.length], self.cache.v[row : row + 1, :, : self.length]
-        assert self.rows is not None
-        if self.rows.numel() == self.cache.k.shape[0]:
-            return self.cache.k[:, :, : self.length], self.cache.v[:, :, : self.length]
-        return self.cache.k[self.rows, :, : self.length], self.cache.v[self.rows, :, : self.length]
+            k, v = k.narrow(0, self.at[0], 1), v.narrow(0, self.at[0], 1)
+        elif self.rows is not None and self.rows.numel() != k.shape[0]:
+            k, v = k[self.rows], v[self.rows]
+        if lo // cap == (hi - 1) // cap:  # one stretch of the ring: a view
+            return k[:, :, lo % cap : (hi - 1) % cap + 1], v[:, :, lo % cap : (hi - 1) % cap + 1]
+        slots = torch.arange(lo, hi, device=k.device) % cap  # wrapped: keys in position order
+        return k[:, :, slots], v[:, :, slots]
 
 
 class Rows(NamedTuple):
@@ -94,20 +106,22 @@ class Rows(NamedTuple):
 
 
 class ModelCache:
-    """Everything a model keeps between calls for `batch` rows of up to `max_len` bytes each.
+    """Everything a model keeps between calls for `batch` rows, each a ring of `capacity` bytes.
 
     - `self_kv[stack][layer]`: keys and values of each self-attention layer, per scale's stack
       (tokens of that scale), then of the post-fusion layers (stack n_scales, one per byte);
     - `cross_kv[layer][pair]`: the source scale's keys and values of each directed cross block;
     - `pooled`: per byte, what the coarser scales pool (ModelConfig.coarse_input), because a
       token's span reaches back k-1 bytes into earlier calls;
-    - `slots[scale]`: per byte, the upsampled slot (B, max_len, d) of the coarser scale's token that
-      serves it, written when that token ends, so that any cached prefix can be extended.
+    - `slots[scale]`: per byte, the upsampled slot (B, capacity, d) of the coarser scale's token
+      that serves it, written when that token ends, so that any cached prefix can be extended.
     """
 
     def __init__(self, cfg: ModelConfig, batch: int, device: torch.device | str = "cpu") -> None:
-        max_len = cfg.max_seq_len
-        sizes = [n_tokens(max_len, k) for k in cfg.downsample_factors] + [max_len]
+        # A token's slots reach k - 1 bytes past its end: room for them past the context, so that
+        # nothing a prefix inside the context holds is overwritten before the row rolls.
+        self.capacity = capacity = cfg.max_seq_len + max(cfg.downsample_factors)
+        sizes = [n_tokens(capacity, k) for k in cfg.downsample_factors] + [capacity]
         depths = [*cfg.scale_depths, cfg.post_fusion_layers]
 
         def kv(n: int) -> KVCache:
@@ -115,9 +129,9 @@ class ModelCache:
 
         self.self_kv = [[kv(sizes[s]) for _ in range(n)] for s, n in enumerate(depths)]
         self.cross_kv = [[kv(sizes[s]) for s, _ in cfg.directed_pairs] for _ in range(cfg.n_cross_attn_layers)]
-        self.pooled = torch.zeros(batch, max_len, cfg.d_model, device=device)
+        self.pooled = torch.zeros(batch, capacity, cfg.d_model, device=device)
         self.slots = {
-            s: torch.zeros(batch, max_len, cfg.d_model, device=device)
+            s: torch.zeros(batch, capacity, cfg.d_model, device=device)
             for s, k in enumerate(cfg.downsample_factors)
             if k > 1
         }
@@ -133,17 +147,19 @@ class ModelCache:
     def keep_pooled(self, rows: list[int], start: list[int], h: torch.Tensor) -> None:
         """What the coarser scales pool at the call's bytes, h (R, T, d)."""
         if len(rows) == 1 and h.shape[1] == 1:
-            self.pooled[rows[0], start[0]] = h[0, 0]
+            self.pooled[rows[0], start[0] % self.capacity] = h[0, 0]
             return
         device = self.pooled.device
         pos = torch.tensor(start, device=device)[:, None] + torch.arange(h.shape[1], device=device)
-        self.pooled[torch.tensor(rows, device=device)[:, None], pos] = h
+        self.pooled[torch.tensor(rows, device=device)[:, None], pos % self.capacity] = h
 
     def before(self, rows: list[int], start: list[int], width: int) -> torch.Tensor:
         """The `width` pooled vectors before each row's start (zeros before byte 0): (R, width, d)."""
-        if len(rows) == 1 and start[0] >= width:  # the steady state of decoding: a plain slice
-            return self.pooled[rows[0], start[0] - width : start[0]][None]
+        first = start[0] - width
+        if len(rows) == 1 and first >= 0 and first // self.capacity == (start[0] - 1) // self.capacity:
+            i = first % self.capacity  # the steady state of decoding: a plain slice
+            return self.pooled[rows[0], i : i + width][None]
         device = self.pooled.device
         pos = torch.tensor(start, device=device)[:, None] + torch.arange(-width, 0, device=device)  # (R, width)
-        picked = self.pooled[torch.tensor(rows, device=device)[:, None], pos.clamp(min=0)]
+        picked = self.pooled[torch.tensor(rows, device=device)[:, None], pos.clamp(min=0) % self.capacity]
         return picked * (pos >= 0)[..., None]

@@ -168,6 +168,17 @@ class ModelConfig:
         return len(self.downsample_factors)
 
     @property
+    def rolling(self) -> bool:
+        """Every attention is windowed, so each logit depends on a bounded stretch of bytes before
+        it: decoding runs on past the context on rolling caches (model/cache.py) instead of sliding."""
+        return bool(self.attention_window) and (self.n_scales == 1 or bool(self.coarse_window))
+
+    @property
+    def widest_window(self) -> int:
+        """The most bytes back any query of the model attends, when `rolling`."""
+        return max(self.attention_window, self.coarse_window if self.n_scales > 1 else 0)
+
+    @property
     def scale_depths(self) -> list[int]:
         """Self-attention layers per scale, finest first."""
         return list(self.layers_per_scale or [self.n_layers_per_scale] * self.n_scales)

@@ -140,8 +140,15 @@ def residual(h: torch.Tensor, x: torch.Tensor, w: Dense, dropout: float = 0.0) -
 
 def rope_tables(head_dim: int, max_pos: int, theta: float) -> torch.Tensor:
     """Unit complex rotations e^(i * pos * freq), shape (max_pos, head_dim // 2), complex64."""
+    return rope_at(torch.arange(max_pos), head_dim, theta)
+
+
+def rope_at(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
+    """The rotations of `positions` (any shape) -> (*shape, head_dim // 2), complex64. Angles in
+    float64: at position 1e5 a float32 angle would be off by ~0.01 rad, and rolling decoding
+    (model/cache.py) reaches such positions; attention sees only differences of positions."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-    angles = torch.outer(torch.arange(max_pos, dtype=torch.float64), inv_freq)
+    angles = positions.to(torch.float64, copy=False)[..., None] * inv_freq
     return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
 
 

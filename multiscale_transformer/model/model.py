@@ -17,7 +17,7 @@ from multiscale_transformer.model.blocks import Block, CrossBlock
 from multiscale_transformer.model.cache import CacheView, Rows
 from multiscale_transformer.model.config import ModelConfig, memory_bytes
 from multiscale_transformer.model.io import load_weights, read_pretrained, save_model
-from multiscale_transformer.model.layers import Dense, RMSNorm, inv_rms, normed, packed, rope_tables
+from multiscale_transformer.model.layers import Dense, RMSNorm, inv_rms, normed, packed, rope_at, rope_tables
 from multiscale_transformer.model.scales import Downsample, Span, Upsample, visible
 
 
@@ -136,10 +136,14 @@ class MultiScaleTransformer(nn.Module):
             raise ValueError(f"idx must have shape (batch, time), got {tuple(idx.shape)}")
         R, T = idx.shape
         start = [0] * R if at is None else at.start
-        if len(start) != R or min(start) < 0 or not 1 <= T <= self.config.max_seq_len - max(start):
-            raise ValueError(
-                f"sequence length {T} at positions {start[:4]} is outside max_seq_len ({self.config.max_seq_len})"
-            )
+        cfg = self.config
+        room = cfg.max_seq_len - max(start) if len(start) == R and start else 0
+        if cfg.rolling and room < T:
+            # Every attention is windowed: a whole sequence may be any length; past the context a
+            # cached call's keys must not overwrite, in the ring, the window it reads (model/cache.py).
+            room = T if at is None else cfg.max_seq_len + max(cfg.downsample_factors) - cfg.widest_window
+        if len(start) != R or min(start) < 0 or not 1 <= T <= room:
+            raise ValueError(f"sequence length {T} at positions {start[:4]} is outside max_seq_len ({cfg.max_seq_len})")
 
     def run(self, idx: torch.Tensor, at: Rows | None) -> Pass:
         """The multi-scale wiring, written once: the fine stack over the bytes, the coarser stacks
@@ -192,10 +196,11 @@ class MultiScaleTransformer(nn.Module):
         if at is None:
             mask, views = self._mask(span, 1, 1, span.n, window), [None] * len(stack)
         else:
-            length = max(span.first) + span.n  # keys read back: the furthest row's tokens so far
-            mask, rows = self._mask(span, 1, 1, length, window), _sub(at.rows, span.rows)
+            length = max(span.first) + span.n  # keys read back: the furthest row's tokens so far,
+            lo = max(0, min(span.first) - window + 1) if window else 0  # from the nearest row's window
+            mask, rows = self._mask(span, 1, 1, length, window, lo), _sub(at.rows, span.rows)
             kv = at.cache.self_kv[index]
-            views = [CacheView.of(kv[i], rows, span.first, span.n, length) for i in range(len(stack))]
+            views = [CacheView.of(kv[i], rows, span.first, span.n, length, lo) for i in range(len(stack))]
         R, n, d = h.shape
         flat = h.reshape(R * n, d)  # the blocks pass flat rows along: no reshaping between layers
         for block, view in zip(stack, views, strict=True):
@@ -231,11 +236,14 @@ class MultiScaleTransformer(nn.Module):
             if target_states is None:
                 return None
             assert target is not None
-            k_t = target.k
+            k_t, window = target.k, self._window(target.k)
             length = max((f + target.n - 1) * k_t for f in target.first) // k_s + 1  # sources ending by then
-            keys = CacheView.reader(kv, _sub(at.rows, target.rows), length).read()
+            lo = max(0, (min(target.first) * k_t - window) // k_s + 1) if window else 0  # and in a window
+            keys = CacheView.reader(kv, _sub(at.rows, target.rows), length, lo).read()
+        else:
+            lo = 0
         assert keys is not None and target is not None and target_states is not None
-        mask = self._mask(target, target.k, k_s, keys[0].shape[2], self._window(target.k))
+        mask = self._mask(target, target.k, k_s, keys[0].shape[2] + lo, self._window(target.k), lo)
         return block(target_states, *keys, self._rotation(target, target.k), mask)
 
     def _upsampled(
@@ -249,48 +257,59 @@ class MultiScaleTransformer(nn.Module):
         if at is None:
             assert slots is not None
             return slots[:, :T]  # from byte 0, the new tokens serve every byte
-        cached = at.cache.slots[s]  # (B, max_len, d)
+        cached = at.cache.slots[s]  # (B, capacity, d), a ring (model/cache.py)
         size = cached.shape[1]
         if slots is not None and span is not None:
             rows = _sub(at.rows, span.rows)
-            if len(set(span.first)) == 1:  # one place for every row: a slice
-                lo = span.first[0] * k
-                n = min(slots.shape[1], size - lo)  # the last token's slots may reach past the context
-                cached[rows[0] if len(rows) == 1 else _index(rows), lo : lo + n] = slots[:, :n].squeeze(0)
-            else:  # a decoding step of rows at different positions
-                pos = torch.tensor(span.first)[:, None] * k + torch.arange(slots.shape[1])  # (R_s, n*k)
-                ok = pos < size
-                cached[_index(rows)[:, None].expand_as(pos)[ok], pos[ok]] = slots[ok]
-        if len(set(start)) == 1:
-            p = start[0]
+            lo, n = span.first[0] * k, slots.shape[1]
+            if len(set(span.first)) == 1 and lo // size == (lo + n - 1) // size:  # one stretch: a slice
+                lo %= size
+                cached[rows[0] if len(rows) == 1 else _index(rows), lo : lo + n] = slots.squeeze(0)
+            else:  # rows at different positions, or the ring wraps
+                pos = torch.tensor(span.first)[:, None] * k + torch.arange(n)  # (R_s, n*k)
+                cached[_index(rows)[:, None].expand_as(pos), pos % size] = slots
+        if len(set(start)) == 1 and start[0] // size == (start[0] + T - 1) // size:
+            p = start[0] % size
             if len(at.rows) == 1:
                 return cached[at.rows[0], p : p + T][None]
             return cached[_index(at.rows), p : p + T]
-        assert T == 1
-        return cached[_index(at.rows), _index(start)][:, None]
+        pos = torch.tensor(start)[:, None] + torch.arange(T)  # (R, T)
+        return cached[_index(at.rows)[:, None].expand_as(pos), pos % size]
 
     def _rotation(self, span: Span, unit: int) -> torch.Tensor:
         """RoPE rotations (R_s or 1, n, 1, hd/2) of the span's tokens at their positions in the stack
         (unit 1) or at the bytes where their spans end (unit k, cross-scale attention)."""
+        table = self.rope_rotation
+        last = (max(span.first) + span.n - 1) * unit
         if span.n == 1 and len(set(span.first)) == 1:
-            return self.rope_rotation[span.first[0] * unit].view(1, 1, 1, -1)
-        return self.rope_rotation[span.positions(self.rope_rotation.device) * unit][:, :, None]
+            p = span.first[0] * unit
+            return (table[p] if p < len(table) else self._rope(torch.tensor(p))).view(1, 1, 1, -1)
+        positions = span.positions(table.device) * unit
+        return (table[positions] if last < len(table) else self._rope(positions))[:, :, None]
+
+    def _rope(self, positions: torch.Tensor) -> torch.Tensor:
+        """Rotations past the table: rolling decoding (model/cache.py) goes on past the context."""
+        cfg = self.config
+        return rope_at(positions, cfg.head_dim, cfg.rope_theta).to(self.rope_rotation.device)
 
     @staticmethod
-    def _mask(span: Span, unit: int, key_step: int, length: int, window: int) -> Mask:
-        """Attention of the span's tokens (ending at (first + i) * unit) over `length` keys, key j
-        ending at j * key_step, within `window` (0: none; scales.may_read). None when one query reads
-        exactly its visible keys, CAUSAL for square self-attention from position 0, Local for a
+    def _mask(span: Span, unit: int, key_step: int, length: int, window: int, lo: int = 0) -> Mask:
+        """Attention of the span's tokens (ending at (first + i) * unit) over keys lo .. length - 1,
+        key j ending at j * key_step, within `window` (0: none; scales.may_read). None when one query
+        reads exactly its visible keys, CAUSAL for square self-attention from position 0, Local for a
         window over whole sequences (no n x m mask)."""
         if window and (max(span.first) + span.n - 1) * unit < window:
             window = 0  # every query's window reaches back to position 0: the same as none
         if window and not any(span.first) and span.n > 1:
             return Local(window, unit, key_step)
-        if not window and span.n == 1 and len(span.rows) == 1 and (span.first[0] * unit) // key_step + 1 == length:
-            return None
+        if span.n == 1 and len(span.rows) == 1:
+            end = span.first[0] * unit
+            first_visible = max(0, (end - window) // key_step + 1) if window else 0
+            if (first_visible, end // key_step + 1) == (lo, length):
+                return None
         if not window and unit == key_step and not any(span.first) and length == span.n:
             return CAUSAL
-        return visible(span.positions(None) * unit, key_step, length, window)
+        return visible(span.positions(None) * unit, key_step, length - lo, window, lo)
 
     def _window(self, k: int) -> int:
         """Bytes back that queries of a scale of factor k attend (ModelConfig's windows; 0: all)."""

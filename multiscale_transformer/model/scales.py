@@ -31,10 +31,10 @@ def may_read(query_ends: torch.Tensor, key_ends: torch.Tensor, window: int = 0) 
     return ok
 
 
-def visible(query_ends: torch.Tensor, key_step: int, n_keys: int, window: int = 0) -> torch.Tensor:
-    """`may_read` for keys 0..n_keys-1, key i ending at i * key_step (in a stack's token positions:
-    key_step 1). query_ends (R or 1, n) -> (R or 1, 1, n, n_keys), SDPA's boolean mask."""
-    key_ends = torch.arange(n_keys, device=query_ends.device) * key_step
+def visible(query_ends: torch.Tensor, key_step: int, n_keys: int, window: int = 0, first: int = 0) -> torch.Tensor:
+    """`may_read` for keys first .. first + n_keys - 1, key i ending at i * key_step (in a stack's
+    token positions: key_step 1). query_ends (R or 1, n) -> (R or 1, 1, n, n_keys), SDPA's boolean mask."""
+    key_ends = torch.arange(first, first + n_keys, device=query_ends.device) * key_step
     return may_read(query_ends, key_ends, window)[:, None]
 
 
