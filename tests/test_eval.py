@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,23 @@ def test_bits_per_byte_by_position_in_the_file(small: MultiScaleTransformer) -> 
         assert first.band_nats[b] == pytest.approx(float(nll[lo:hi].sum()), rel=1e-6)
 
 
+def test_compressors_by_position_charge_each_band_what_it_adds() -> None:
+    from multiscale_transformer.evaluation.bands import band_bits, compressor_bands
+    from multiscale_transformer.evaluation.baselines import COMPRESSORS
+
+    xz = COMPRESSORS["xz -9e"]
+    head = random.Random(0).randbytes(1024)  # incompressible on its own
+    data = head + head * 3 + b"x" * 200  # then the same bytes again: a coder that remembers pays little
+    bits = band_bits(data, xz)
+    assert sum(bits) == 8 * (len(xz(data)) - len(xz(b"")))  # every byte charged once, no header
+    assert bits[0] / 256 > 7.5 and bits[2] / 3072 < 0.5  # 0-256 costs ~8 bits/byte; 1K-4K repeats it
+    short = b"def f():\n    return 1\n"
+    per_band = compressor_bands([data, short], ("xz -9e", "gzip -9"))
+    assert set(per_band) == {"xz -9e", "gzip -9"}
+    expected = (band_bits(data, xz)[0] + band_bits(short, xz)[0]) / (256 + len(short))
+    assert per_band["xz -9e"][0] == pytest.approx(expected)
+
+
 def test_stride_one_gives_every_byte_the_full_context(small: MultiScaleTransformer) -> None:
     data = bytes(range(32, 32 + 40))
     result = evaluate_documents(small, docs_of(data), stride=1)
@@ -199,6 +217,7 @@ def test_eval_cli_json_on_a_model_trained_by_axl_train(
     assert report["bits_per_byte"] == pytest.approx(report["loss"] / math.log(2))
     assert report["perplexity"] == pytest.approx(math.exp(report["loss"]))
     assert report["baselines"]["bytes"] == report["bytes"]
+    assert len(report["baselines_by_position"]["xz -9e"]) == len(report["by_position"])
     assert report["stride"] == 16 and report["context"] == 32
     assert [f["name"] for f in report["per_file"]] == [d.name for d in val]
 

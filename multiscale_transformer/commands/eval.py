@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from multiscale_transformer.evaluation.bands import compressor_bands
     from multiscale_transformer.evaluation.baselines import compressor_baselines
     from multiscale_transformer.evaluation.bpb import evaluate_documents, held_out_documents
     from multiscale_transformer.evaluation.probes import MODES, run_probe
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_fim(model, docs, args)
     result = evaluate_documents(model, docs, args.stride, args.fine_only, args.batch_size, progress=not args.json)
     baselines = None if args.no_baselines else compressor_baselines([d.data for d in docs])
+    bands = None if args.no_baselines else compressor_bands([d.data for d in docs])
     probes = [run_probe(model, mode, args.max_new_tokens, args.seed) for mode in MODES] if args.generation else []
 
     if args.json:
@@ -74,11 +76,12 @@ def run(args: argparse.Namespace) -> int:
         out["skipped_files"] = dict(skipped.counts)
         if baselines is not None:
             out["baselines"] = baselines.to_json()
+            out["baselines_by_position"] = bands
         if probes:
             out["generation"] = {p.mode: p.to_json() for p in probes}
         print(json.dumps(out, indent=2))
         return 0
-    _print_tables(result, baselines)
+    _print_tables(result, baselines, bands)
     if skipped.total:
         print(f"files skipped while reading the data (not scored): {skipped.summary()}")
     for p in probes:
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_tables(result: EvalResult, baselines: Baselines | None) -> None:
+def _print_tables(result: EvalResult, baselines: Baselines | None, bands: dict[str, list] | None) -> None:
     width = max(len(f.name) for f in result.files)
     print(f"{'file':<{width}}  {'bytes':>9}  bits/byte")
     for f in result.files:
@@ -105,8 +108,12 @@ def _print_tables(result: EvalResult, baselines: Baselines | None) -> None:
     print(f"{'':<{label}}  bits/byte")
     for name, bpb in rows:
         print(f"{name:<{label}}  {bpb:.3f}")
-    bands = "  ".join(f"{b['band']} {b['bits_per_byte']:.3f}" for b in result.by_position() if b["bytes"])
-    print(f"\nby position in the file (bytes in), bits/byte: {bands}")
+    model_bands = [b for b in result.by_position() if b["bytes"]]
+    print("\nby position in the file (bytes in), bits/byte:")
+    print(f"  {'this model':<{label}}  " + "  ".join(f"{b['band']} {b['bits_per_byte']:.3f}" for b in model_bands))
+    for name, values in (bands or {}).items():
+        cells = [f"{b['band']} {values[i]:.3f}" for i, b in enumerate(result.by_position()) if b["bytes"]]
+        print(f"  {name + ', each file alone':<{label}}  " + "  ".join(cells))
     print(f"\nloss {result.loss:.4f} nats/byte, byte perplexity {result.perplexity:.3f}", file=sys.stdout)
 
 
