@@ -13,7 +13,8 @@ SCHEDULE a training/schedule.py kind; options lr=, wd=, seed=, fim=, coarse= (Mo
 layers= (ModelConfig.layers_per_scale, e.g. 1-2-3), post= (ModelConfig.post_fusion_layers), pairs=
 (ModelConfig.cross_pairs as SOURCE:TARGET+..., e.g. 1:0+2:0), cross= (ModelConfig.n_cross_attn_layers),
 ctx= (ModelConfig.max_seq_len), win= and cwin= (ModelConfig.attention_window, coarse_window), batch=
-(windows per step for this configuration: ctx=1024,batch=4 reads the bytes per step of 256 x 16);
+(windows per step for this configuration: ctx=1024,batch=4 reads the bytes per step of 256 x 16),
+short= (a context curriculum: that share of the budget on 256-byte windows, then the context);
 an option not given keeps the preset's value, so `ms` is what `axl train --preset` builds.
 
 Side by side, on one thread: every configuration has its own model, optimizer, schedule and batch
@@ -70,6 +71,7 @@ DEFAULT_CONFIGS = (
     "flat-muon-wsd",
 )
 RUNS = Path.home() / "axl-runs" / "quality"
+SHORT_WINDOW = 256  # the curriculum's first windows (option short=): the published context
 
 
 # ---- configurations ----
@@ -95,6 +97,9 @@ class Spec:
     win: int | None = None  # ModelConfig.attention_window: bytes back that byte-level queries attend
     cwin: int | None = None  # ModelConfig.coarse_window: bytes back that the coarser scales' queries attend
     batch: int | None = None  # windows per step, instead of --batch-size (equal bytes per step across contexts)
+    # A context curriculum: this share of the budget (CPU time) on 256-byte windows, the same bytes per
+    # step, then the model's own context. The windows change no weight, so one model does both.
+    short: float = 0.0
 
 
 def parse_spec(text: str, seed: int) -> Spec:
@@ -127,6 +132,7 @@ OPTIONS: dict[str, type] = {
     "win": int,
     "cwin": int,
     "batch": int,
+    "short": float,
 }
 
 
@@ -249,10 +255,17 @@ class Arm:
         total = max(10, int(self.horizon / (per_step * 1.1)))  # + the optimizer update
         self.schedule = dataclasses.replace(self.schedule, warmup=default_warmup(total), total=total)
 
-    def _forward_backward(self) -> float:
+    def window(self) -> tuple[int, int]:
+        """(bytes per window, windows) of the next step: the curriculum's short phase, or the context."""
         T = self.config.max_seq_len
+        if self.cpu < self.spec.short * self.horizon and T > SHORT_WINDOW:
+            return SHORT_WINDOW, self.batch_size * T // SHORT_WINDOW
+        return T, self.batch_size
+
+    def _forward_backward(self) -> float:
+        T, B = self.window()
         rng = batch_rng(self.spec.seed, self.step, 0)
-        batch = sample_batch(self.corpus, self.batch_size, T, rng, self.fim_rate)
+        batch = sample_batch(self.corpus, B, T, rng, self.fim_rate)
         x, y = _to_device(batch, torch.device("cpu"))
         loss, _, _ = self.loss(x, y)
         loss.backward()
@@ -262,6 +275,7 @@ class Arm:
         """Train whole steps while this arm's charged CPU time is below cpu_limit."""
         while self.cpu < cpu_limit:
             t0 = time.process_time()
+            T, B = self.window()
             lr = self.schedule.lr_at(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -271,7 +285,7 @@ class Arm:
             self.optimizer.zero_grad(set_to_none=True)
             self.cpu += time.process_time() - t0
             self.step += 1
-            self.bytes_seen += self.batch_size * self.config.max_seq_len
+            self.bytes_seen += B * T
             self.recent_loss = [*self.recent_loss[-49:], loss]
             if not math.isfinite(loss):
                 raise RuntimeError(f"{self.spec.name}: diverged at step {self.step} (loss {loss})")
@@ -290,6 +304,7 @@ class Arm:
             "attention_window": self.config.attention_window,
             "coarse_window": self.config.coarse_window,
             "batch": self.batch_size,
+            "short": self.spec.short,
             "by_position": {k: {b["band"]: b["bits_per_byte"] for b in r.by_position()} for k, r in results.items()},
             "config": self.spec.name,
             "arch": self.spec.arch,
