@@ -143,7 +143,7 @@ def evaluate_infilling(model: MultiScaleTransformer, holes: Sequence[Hole], exac
         s.middle_bytes += len(hole.middle)
         infill = Infill(hole.prefix, hole.suffix)
         ids = fim.infill_prompt(infill, window, len(hole.middle))
-        kept, _ = fim.fit(infill, window, len(hole.middle))  # the prefix bytes the FIM prompt keeps
+        kept = fim.fit(infill, window, len(hole.middle)).prefix  # the prefix bytes the FIM prompt keeps
         same_prefix = [EOS_ID, *kept] if len(kept) == len(hole.prefix) else list(kept)
         s.prefix_bits += _bits(model, same_prefix, hole.middle)
         s.long_prefix_bits += _bits(model, _prefix_context(hole.prefix, window - len(hole.middle)), hole.middle)

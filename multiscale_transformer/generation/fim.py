@@ -8,7 +8,19 @@ keeps the prefix right before the middle it continues; measured on the bundled m
 lines and 100 blocks of the stdlib validation split, docs/editors.md), PSM made the middle cost
 more bits than the prefix alone did, SPM fewer.
 Both sides are cut to fit the context with room to generate: the prefix from the left, the
-suffix from the right, each on a UTF-8 character boundary.
+suffix from the right, each at a line boundary when one is near (so that typing seldom moves a
+cut: prompt reuse), else on a UTF-8 character boundary. Chunks of other files (llama.cpp's
+`input_extra`) come first, each read as a file of its own: `EOS chunk EOS chunk EOS <PRE> ...`.
+
+How the context is shared follows llama.cpp's server (`format_infill`, tools/server): it gives
+prefix + suffix a fixed budget (n_batch: 3/4 of it to the prefix, 1/4 less the middle's start to
+the suffix) and the other files the rest of the context but twice n_predict, keeping their most
+recent tokens. A byte model has no n_batch, so here the infilling's budget is whatever the context
+leaves after the other files and the room to generate, split 3:1 the same way (a side shorter than
+its share leaves the rest to the other, so the whole context is used), and the other files get at
+most a fixed share of the context (`max_extra_bytes`): fixed, so that their cut moves neither with
+the prefix's length (an editor sends one more byte per keystroke) nor with n_predict (llama.vim's
+warm-up asks for 0), and the next request finds them in a row's cache (llama.cpp's cache_prompt).
 """
 
 from __future__ import annotations
@@ -36,6 +48,10 @@ MARKERS = (
     ("<PRE>", "<SUF>", "<MID>", True),  # Code Llama
 )
 SENTINEL_BYTES = 4  # EOS and the three sentinels around prefix and suffix
+# The infilling keeps at least this much of the context (or half of it, when that is more) for its
+# prefix, suffix and room to generate before other files get any: at 256 bytes, about eight lines of
+# Python, the code around the cursor predicts the middle better than any other file can.
+INFILL_FLOOR = 256
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,14 @@ class Infill:
     prefix: bytes
     suffix: bytes
     start: bytes = b""
+    extra: tuple[bytes, ...] = ()  # other files' chunks (`extra_chunk`), oldest first
+
+
+def extra_chunk(filename: str, text: str) -> bytes:
+    """One chunk of another file as the model reads it. llama.cpp writes `<FIM_SEP>filename\\n text` for
+    a model with a file separator token; ours is the EOS that ends every file in training (`pack_extra`
+    writes it), and the name becomes a comment line, which is still Python."""
+    return text_bytes(f"# {filename}\n{text}" if filename else text)
 
 
 def check_fim(config: ModelConfig) -> None:
@@ -82,25 +106,62 @@ def parse_markers(prompt: str) -> Infill | None:
     return None
 
 
+class Fitted(NamedTuple):
+    """What `fit` keeps of an Infill."""
+
+    extra: list[int]  # the other files' chunks that fit, each followed by EOS (`pack_extra`)
+    prefix: bytes  # the end of the prefix
+    suffix: bytes  # the start of the suffix
+
+
 def infill_prompt(infill: Infill, window: int, room: int) -> list[int]:
-    """The prompt ids for `infill` in a context of `window` bytes, leaving `room` bytes to generate.
-
-    The suffix keeps at least a quarter of the space when it is that long (the code right after
-    the cursor matters most to what fits there); the prefix gets the rest.
-    """
-    prefix, suffix = fit(infill, window, room)
-    return [EOS_ID, FIM_PREFIX_ID, FIM_SUFFIX_ID, *suffix, FIM_MIDDLE_ID, *prefix, *infill.start]
+    """The prompt ids for `infill` in a context of `window` bytes, leaving `room` bytes to generate."""
+    extra, prefix, suffix = fit(infill, window, room)
+    return [EOS_ID, *extra, FIM_PREFIX_ID, FIM_SUFFIX_ID, *suffix, FIM_MIDDLE_ID, *prefix, *infill.start]
 
 
-def fit(infill: Infill, window: int, room: int) -> tuple[bytes, bytes]:
-    """The prefix (its end) and suffix (its start) that `infill_prompt` keeps, on character boundaries."""
-    budget = window - room - SENTINEL_BYTES - len(infill.start)
-    if budget < 2:
+def fit(infill: Infill, window: int, room: int) -> Fitted:
+    """What `infill_prompt` keeps (see the module docstring for the rule): the other files' most
+    recent bytes, up to `max_extra_bytes`; then of the budget left, 3/4 for the prefix's end and 1/4,
+    less the middle's start, for the suffix's start, a side shorter than its share leaving the rest to
+    the other; each cut on a line boundary near it, else on a character boundary."""
+    sides = window - room - SENTINEL_BYTES - len(infill.start)  # bytes for extra, prefix and suffix
+    extra = pack_extra(infill.extra, min(max_extra_bytes(window), max(0, sides - 2)))
+    sides -= len(extra)
+    if sides < 2:
         raise UserError(f"the context ({window} bytes) leaves no room for a prefix and a suffix")
-    keep_suffix = min(len(infill.suffix), max(budget // 4, budget - len(infill.prefix)))
-    keep_prefix = min(len(infill.prefix), budget - keep_suffix)
-    prefix = _whole_chars_from_left(infill.prefix[len(infill.prefix) - keep_prefix :])
-    return prefix, _whole_chars_from_right(infill.suffix[:keep_suffix])
+    budget = sides + len(infill.start)  # llama.cpp's n_batch: prefix, suffix and the middle's start
+    suffix_share = max(0, budget // 4 - len(infill.start))
+    keep_suffix = min(len(infill.suffix), max(suffix_share, sides - len(infill.prefix)))
+    keep_prefix = min(len(infill.prefix), sides - keep_suffix)
+    slack = window // 64  # up to 128 bytes at 8,192 (a line or three), 4 at 256
+    prefix = _keep_end(infill.prefix, keep_prefix, slack)
+    return Fitted(extra, prefix, _keep_start(infill.suffix, keep_suffix, slack))
+
+
+def pack_extra(chunks: Sequence[bytes], budget: int) -> list[int]:
+    """The chunks, each followed by EOS, in at most `budget` ids: the most recent (last) kept, as
+    llama.cpp keeps the last tokens of its extra context. The oldest chunk that fits only in part
+    keeps its end from a line start (a byte model would read a cut line as code of its own)."""
+    kept: list[list[int]] = []
+    left = budget
+    for chunk in reversed(chunks):
+        if len(chunk) + 1 <= left:
+            kept.append([*chunk, EOS_ID])
+            left -= len(chunk) + 1
+            continue
+        tail = _keep_end(chunk, left - 1, len(chunk)) if left > 1 else b""
+        if tail:
+            kept.append([*tail, EOS_ID])
+        break
+    return [i for chunk in reversed(kept) for i in chunk]
+
+
+def max_extra_bytes(window: int) -> int:
+    """The most bytes other files' chunks take of a context of `window` bytes: what is left once the
+    infilling keeps half of it, and at least INFILL_FLOOR (none at 256 bytes, 4,096 at 8,192). Fixed
+    per model, so that the chunks are cut the same way by every request (cache reuse)."""
+    return window - max(window // 2, min(window, INFILL_FLOOR))
 
 
 def max_infill_tokens(window: int) -> int:
@@ -129,9 +190,10 @@ def plan(config: ModelConfig, infill: Infill, max_tokens: int, stop: Sequence[by
 
 
 def truncated(infill: Infill, ids: list[int]) -> bool:
-    """Whether `infill_prompt` had to cut the prefix or the suffix to fit (ids: its prompt)."""
+    """Whether `infill_prompt` had to cut the prefix, the suffix or the other files to fit (ids: its prompt)."""
     kept = len(ids) - SENTINEL_BYTES - len(infill.start)
-    return kept < len(infill.prefix) + len(infill.suffix)
+    extra = sum(len(chunk) + 1 for chunk in infill.extra)  # each chunk and its EOS
+    return kept < len(infill.prefix) + len(infill.suffix) + extra
 
 
 def editor_stops(infill: Infill) -> tuple[bytes, ...]:
@@ -171,6 +233,28 @@ def _whole_chars_from_left(data: bytes) -> bytes:
     while i < len(data) and 0x80 <= data[i] < 0xC0:
         i += 1
     return data[i:]
+
+
+def _keep_end(data: bytes, keep: int, slack: int) -> bytes:
+    """At most the last `keep` bytes of data: from a line start when one lies within `slack` bytes after
+    the cut, else from the first whole character. A cut at a line start stays put while the user
+    types at the end of a long prefix (one byte more per request), so the next request finds the
+    whole prompt but its new bytes in a row's cache; a cut that moved with every byte would make it
+    prefill the whole kept prefix again."""
+    cut = len(data) - keep
+    if cut <= 0 or data[cut - 1 : cut] == b"\n":
+        return data[max(0, cut) :]
+    newline = data.find(b"\n", cut, cut + slack)
+    return data[newline + 1 :] if newline >= 0 else _whole_chars_from_left(data[cut:])
+
+
+def _keep_start(data: bytes, keep: int, slack: int) -> bytes:
+    """At most the first `keep` bytes of data: through a line's end when one lies within `slack` bytes
+    before the cut, else up to the last whole character (the suffix's cut, as `_keep_end`'s)."""
+    if keep >= len(data):
+        return data
+    newline = data.rfind(b"\n", max(0, keep - slack), keep)
+    return data[: newline + 1] if newline >= 0 else _whole_chars_from_right(data[:keep])
 
 
 def _whole_chars_from_right(data: bytes) -> bytes:

@@ -20,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from multiscale_transformer.model.vocab import VOCAB_SIZE
 from multiscale_transformer.serving import (
     chat_completions,
     completions,
@@ -34,7 +35,7 @@ from multiscale_transformer.serving.engine import Engine
 from multiscale_transformer.serving.errors import APIError, error_body, install_handlers
 from multiscale_transformer.serving.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from multiscale_transformer.serving.playground import add_playground
-from multiscale_transformer.serving.protocol import ModelCard, ModelList
+from multiscale_transformer.serving.protocol import ModelCard, ModelList, ModelMeta
 from multiscale_transformer.serving.security import OriginGuard, OriginPolicy
 
 if TYPE_CHECKING:
@@ -179,9 +180,12 @@ async def health(request: Request) -> JSONResponse:
 
 
 def _card(request: Request) -> ModelCard:
-    engine_of(request)  # 503 while loading: the context length is not known yet
+    engine = engine_of(request)  # 503 while loading: the context length is not known yet
     context = request.app.state.context_length
-    return ModelCard(id=settings_of(request).name, created=now(), context_length=context, max_model_len=context)
+    meta = ModelMeta(n_ctx_train=context, n_vocab=VOCAB_SIZE, n_params=engine.model.num_parameters())
+    return ModelCard(
+        id=settings_of(request).name, created=now(), context_length=context, max_model_len=context, meta=meta
+    )
 
 
 async def list_models(request: Request) -> JSONResponse:

@@ -6,6 +6,9 @@ parameters, seeded generator, history and stop sequences, so simultaneous reques
 The event loop never runs the model: it submits jobs and receives events through a callback.
 Other model work (an inspection's windows) comes as `call`s, run between two decode steps, never
 beside one, and while rows decode taking at most half the scheduler's time (`_run_one_call`).
+A warm-up (llama.cpp's n_predict 0, which llama.vim and llama.vscode send ahead of a completion)
+prefills its prompt into a free row and frees the row at once, generating nothing: the row's cache
+keeps the prompt for the next request that starts the same way.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class Finished:
     stop_word: bytes | None = None  # the stop sequence that ended it (llama.cpp reports which)
     stopped_by: str | None = None  # RowState.stopped_by: eos, word, indent, time, length
     prompt_cached: int = 0  # bytes of the prompt (as the model reads it) found in the row's cache, not prefilled
+    prompt: tuple[int, ...] = ()  # the prompt as the model read it (empty when it read none: max_tokens 0)
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,9 @@ class Spec:
     seed: int
     logprobs: int | None = None  # None: no logprobs; N: the sampled byte's plus the top N
     prompt_logprobs: bool = False
+    # With max_tokens 0: prefill the prompt into a row's cache all the same (llama.cpp's n_predict 0,
+    # an editor's warm-up); without, such a spec costs nothing (an echo scoring a prompt reads it apart).
+    warm: bool = False
 
 
 class Job:
@@ -112,6 +119,7 @@ class Job:
         self.cancelled = False  # set by the event loop; read by the scheduler once per step
         self.state: RowState | None = None  # the decoding state, made at admission by the scheduler
         self.records: list[ByteLogprob] = []  # one per sampled byte, when logprobs were asked for
+        self.read: list[int] = []  # the prompt as the model reads it (Batch.read), once admitted
 
 
 class Engine:
@@ -297,23 +305,30 @@ class Engine:
     def _start(self, jobs: list[Job]) -> None:
         """Give each job a row and prefill them in one batch; the first bytes go out right after."""
         started: list[tuple[int, RowState]] = []
+        warm: list[tuple[int, Job]] = []
         for job in jobs:
             try:
                 spec = job.spec
                 if spec.prompt_logprobs:
                     job.sink(PromptLogprobs(job.index, self._prompt_logprobs(spec.prompt, spec.logprobs or 0)))
-                if spec.options.max_tokens == 0:
+                if spec.options.max_tokens == 0 and not spec.warm:
                     self._finish(job, "length")
                     continue
                 generator = torch.Generator().manual_seed(spec.seed)
                 job.state = RowState(spec.prompt, spec.options, generator, self.vocab)
+                job.read = self.batch.read(job.state)  # what admission prefills
             except Exception as exc:
                 self._fail(job, f"prefill failed: {exc}")
                 continue
             free = [r for r, j in enumerate(self.rows) if j is None]
             row = self.batch.best_row(free, job.state)  # where the prompt's start is cached already
             self.rows[row] = job
-            started.append((row, job.state))
+            if spec.options.max_tokens == 0:
+                warm.append((row, job))
+            else:
+                started.append((row, job.state))
+        if warm:
+            self._warm(warm)
         if not started:
             return
         try:
@@ -326,6 +341,24 @@ class Engine:
                 self._fail(job, f"prefill failed: {exc}")
             return
         self._publish(steps)
+
+    def _warm(self, warm: list[tuple[int, Job]]) -> None:
+        """Prefill warm-up prompts into their rows together and free the rows: nothing is sampled, and each
+        row's cache keeps its prompt for the next request that starts the same way (`best_row`)."""
+        try:
+            for row, job in warm:
+                assert job.state is not None
+                job.state.prompt_cached = self.batch.decoder.reuse(row, job.read)
+                job.state.finish_reason = job.state.stopped_by = "length"
+            self.batch.decoder.prefill_rows([row for row, _ in warm], [job.read for _, job in warm])
+        except Exception as exc:
+            for row, job in warm:
+                self._release(row)
+                self._fail(job, f"prefill failed: {exc}")
+            return
+        for row, job in warm:
+            self._release(row)
+            self._finish(job, "length")
 
     def _prompt_logprobs(self, prompt: list[int], top: int) -> list[ByteLogprob | None]:
         logprobs = prompt_logprobs(self.model, prompt)  # (T-1, V): as generation reads the prompt
@@ -364,7 +397,8 @@ class Engine:
     def _finish(self, job: Job, reason: str, eos: ByteLogprob | None = None) -> None:
         state = job.state
         n, word, by = (state.n_generated, state.stop_hit, state.stopped_by) if state else (0, None, reason)
-        job.sink(Finished(job.index, reason, n, eos, word, by, state.prompt_cached if state else 0))
+        cached = state.prompt_cached if state else 0
+        job.sink(Finished(job.index, reason, n, eos, word, by, cached, tuple(job.read)))
         self._done(job)
 
     def _fail(self, job: Job, message: str, status: int = 500) -> None:

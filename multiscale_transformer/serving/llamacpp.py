@@ -2,10 +2,13 @@
 
 Continue's `llama.cpp` provider and other llama.cpp clients post `{"prompt", "n_predict", "stop",
 "stream"}` and read `content` (streamed as SSE `data:` objects, the last one with `"stop": true`;
-no `[DONE]`). `/infill` takes `input_prefix`, `input_suffix` and `input_extra` (more files, put
-before the prefix as earlier context: they are the first thing cut when the context is short);
-its `prompt` is the start of the middle. A `/completion` prompt with FIM marker text is an
-infilling too. Sampling fields use llama.cpp's names (`repeat_penalty`; seed -1 = random).
+no `[DONE]`). `/infill` takes `input_prefix`, `input_suffix` and `input_extra` (chunks of other
+files, read before the infilling as files of their own, the most recent kept within their share of
+the context: generation/fim.py); its `prompt` is the start of the middle. A `/completion` prompt
+with FIM marker text is an infilling too. Sampling fields use llama.cpp's names (`repeat_penalty`;
+seed -1 = random). `n_predict: 0` (an editor's warm-up) prefills the prompt into a row's cache and
+answers at once with no content. The closing object's `prompt` is the prompt as the model read it
+(special ids as their text), as llama.cpp reports it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from multiscale_transformer.serving.request import (
     sampling_of,
 )
 from multiscale_transformer.serving.sse import Payload, StreamWriter
+from multiscale_transformer.serving.tokenization import prompt_text
 from multiscale_transformer.text import text_bytes
 
 if TYPE_CHECKING:
@@ -130,8 +134,8 @@ def _completion_prompt(prompt: str | list[int], sampling: Sampling, config: Mode
 async def infill(request: Request) -> Response:
     req = await read_body(request, InfillRequest)
     config = engine_of(request).model.config
-    extra = "".join(f"# Path: {f.filename}\n{f.text}\n" if f.filename else f"{f.text}\n" for f in req.input_extra or [])
-    wanted = Infill(text_bytes(extra + req.input_prefix), text_bytes(req.input_suffix), text_bytes(req.prompt))
+    extra = tuple(fim.extra_chunk(f.filename, f.text) for f in req.input_extra or [] if f.text)
+    wanted = Infill(text_bytes(req.input_prefix), text_bytes(req.input_suffix), text_bytes(req.prompt), extra)
     sampling = req.sampling(request)
     return await _serve(request, req, infill_prompt(wanted, sampling.options, config, "input_suffix"), sampling)
 
@@ -141,7 +145,8 @@ async def _serve(request: Request, req: LlamaSampling, prompt: Prompt, sampling:
     n = req.n_cmpl
     if n > 1 and req.stream:
         raise APIError(400, "n_cmpl above 1 is served without streaming", param="n_cmpl")
-    job = GenerationRequest([prompt], sampling.seed, n, stream=bool(req.stream))
+    warm = prompt.options.max_tokens == 0  # llama.vim's and llama.vscode's warm-up: fill a row's cache
+    job = GenerationRequest([prompt], sampling.seed, n, stream=bool(req.stream), warm=warm)
     summary = _Summary(settings_of(request).name, prompt, sampling.seed)
 
     def reply(outcomes: list[Outcome]) -> Response:
@@ -197,6 +202,7 @@ class _Summary:
             "stopped_word": stop_type == "word",
             "stopped_limit": stop_type == "limit",
             "stopping_word": (done.stop_word or b"").decode("utf-8", "replace"),
+            "prompt": prompt_text(list(done.prompt)),  # what the model read, special ids as text
             "generation_settings": {
                 "n_predict": o.max_tokens,
                 "temperature": p.temperature,

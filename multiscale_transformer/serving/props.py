@@ -2,8 +2,9 @@
 
 The playground fills its parameter panel from `generation_defaults` (the served model directory's
 generation_config.json, which the server applies to omitted fields); llama.cpp clients read
-`default_generation_settings` and `n_ctx`; the rest describes the model (configuration, parameter
-count, scales, whether it was trained for fill-in-the-middle).
+`default_generation_settings.n_ctx` (and `n_ctx` at the top, for clients that look there);
+the rest describes the model (configuration, parameter count, scales, whether it was trained for
+fill-in-the-middle and how an infilling shares the context).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ async def props(request: Request) -> JSONResponse:
             "fim": config.fim,
             # An infilling leaves room for the prompt's prefix and suffix: it writes at most this many bytes.
             "infill_max_tokens": fim.max_infill_tokens(config.max_seq_len),
+            # /infill's input_extra chunks take at most this many bytes of the context (generation/fim.py).
+            "infill_extra_max_bytes": fim.max_extra_bytes(config.max_seq_len),
             "config": config.to_dict(),
             "generation_defaults": defaults,
             "max_tokens_limit": settings.max_tokens_limit,

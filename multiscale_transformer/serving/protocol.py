@@ -220,6 +220,14 @@ class ChatCompletionChunk(Reply[ChatChunkChoice]):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
 
 
+class ModelMeta(BaseModel):
+    """llama.cpp's `meta` of a model in /v1/models, in its names."""
+
+    n_ctx_train: int  # the context, in bytes
+    n_vocab: int
+    n_params: int
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -227,6 +235,7 @@ class ModelCard(BaseModel):
     owned_by: str = "axl"
     context_length: int
     max_model_len: int  # vLLM's name for the same number, read by some clients
+    meta: ModelMeta
 
 
 class ModelList(BaseModel):

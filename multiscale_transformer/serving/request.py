@@ -54,6 +54,7 @@ class GenerationRequest:
     logprobs: int | None = None  # None: no logprobs; k: each sampled byte's and the top k
     echo: bool = False  # the reply repeats the prompt (with its logprobs when logprobs are asked)
     stream: bool = False
+    warm: bool = False  # a prompt with max_tokens 0 is prefilled into a row's cache all the same (Spec.warm)
 
     @property
     def count(self) -> int:
@@ -77,6 +78,7 @@ class GenerationRequest:
                 seed=(self.seed + j) % SEED_SPACE,
                 logprobs=self.logprobs,
                 prompt_logprobs=self.echo and self.logprobs is not None,
+                warm=self.warm,
             )
             for p in self.prompts
             for j in range(self.n)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, model_validator
 
+from multiscale_transformer.generation.fim import MARKERS
 from multiscale_transformer.model.vocab import BOS_ID, EOS_ID, FIM_IDS, VOCAB_SIZE, ByteTokenizer
 from multiscale_transformer.serving.common import engine_of, read_body
 from multiscale_transformer.serving.protocol import RequestModel, TokenId, openapi_body
@@ -25,6 +26,7 @@ SPECIAL_IDS = {text: token for token, text in SPECIAL.items()}
 _SPECIAL_TEXT = re.compile("(" + "|".join(map(re.escape, SPECIAL_IDS)) + ")")
 MAX_TOKENS = 1 << 20
 TOKENIZER = ByteTokenizer()
+FIM_NAMES = dict(zip(FIM_IDS, MARKERS[0][:3], strict=True))  # <fim_prefix>, <fim_suffix>, <fim_middle>
 
 
 class TokenizeRequest(RequestModel):
@@ -69,6 +71,16 @@ def detokenize(ids: list[int]) -> str:
         else:
             run.append(token)
     return "".join([*parts, TOKENIZER.decode(run)])
+
+
+def prompt_text(ids: list[int]) -> str:
+    """A prompt as text, as llama.cpp reports the prompt it read: special ids and the FIM sentinels as
+    their names (StarCoder's, which our FIM marker parsing reads), every other run of bytes decoded."""
+    return detokenize([t for token in ids for t in _named(token)])
+
+
+def _named(token: int) -> list[int]:
+    return list(FIM_NAMES[token].encode()) if token in FIM_NAMES else [token]
 
 
 @router.post("/tokenize", response_model=None, openapi_extra=openapi_body(TokenizeRequest))

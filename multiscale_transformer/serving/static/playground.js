@@ -31,7 +31,9 @@ async function loadProps() {
     state.props = props;
     $("key-panel").classList.remove("shown");
     $("model-info").textContent = `${props.model}: ${(props.parameters / 1e6).toFixed(2)}M parameters, ` +
-      `scales ${props.scales.map((k) => k + "x").join("/")}, context ${props.n_ctx} bytes` + (props.fim ? ", fill-in-the-middle" : "");
+      `scales ${props.scales.map((k) => k + "x").join("/")}, context ${props.n_ctx} bytes` +
+      (props.config.attention_window ? ` (byte attention window ${props.config.attention_window})` : "") +
+      (props.fim ? ", fill-in-the-middle" : "");
     $("mode-infill").disabled = !props.fim;
     if (props.fim) $("mode-infill").title = `fill in at the cursor: at most ${props.infill_max_tokens} bytes (a quarter of the context)`;
     if (!props.fim) $("mode-infill").title = "this model was not trained for fill-in-the-middle";
