@@ -188,7 +188,8 @@ def test_rolling_rows_at_different_positions_step_together() -> None:
     data = torch.randint(0, 256, (400,), generator=torch.Generator().manual_seed(10)).tolist()
     cached, full = CachedDecoder(model, 3), FullDecoder(model, 3)
     for row, n in enumerate((3, 30, 61)):
-        torch.testing.assert_close(cached.prefill_row(row, data[:n]), full.prefill_row(row, data[:n]), rtol=0, atol=1e-5)
+        expected = full.prefill_row(row, data[:n])
+        torch.testing.assert_close(cached.prefill_row(row, data[:n]), expected, rtol=0, atol=1e-5)
     active = torch.ones(3, dtype=torch.bool)
     for byte in data[100:250]:  # each row passes the context (and wraps its rings) at its own step
         ids = torch.full((3,), byte)
