@@ -42,3 +42,19 @@ def test_card_needs_a_directory(tmp_path: Path, capsys) -> None:
 def test_card_names_cross_pairs_by_their_scales() -> None:
     assert _pairs({"cross_pairs": [[1, 0], [2, 0]], "downsample_factors": [1, 2, 4]}) == "2x->1x, 4x->1x"
     assert _pairs({"cross_pairs": [], "downsample_factors": [1, 2, 4]}) == "none"
+
+
+def test_card_names_its_data_by_what_it_is_not_where_it_lay() -> None:
+    from multiscale_transformer.evaluation.card import _training_lines
+
+    corpus = {
+        "sources": [f"stdlib:{sysconfig.get_paths()['stdlib']}", "/root/axl-data/corpus/packages.jsonl", "/home/u/src"],
+        "packages": [
+            {"package": "attrs", "version": "1", "license": "MIT", "files": 1, "bytes": 9, "sdist_sha256": "ab"}
+        ],
+        "train_documents": 3,
+    }
+    text = "\n".join(_training_lines({"corpus": corpus}, {"steps": 1}, {}))
+    version = sysconfig.get_python_version()
+    assert f"Data: the Python {version} standard library, the 1 PyPI packages below" in text
+    assert "`src`" in text and "/root" not in text and "/home" not in text

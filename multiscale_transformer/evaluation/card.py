@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,7 +177,7 @@ def _training_lines(t: dict[str, Any], tr: dict[str, Any], hw: dict[str, Any]) -
     fim = settings.get("fim_rate") or 0
     return [
         *started,
-        f"Data: {', '.join(corpus.get('sources', ['unknown']))}: {corpus.get('train_documents', '?')} training "
+        f"Data: {', '.join(_source_names(corpus))}: {corpus.get('train_documents', '?')} training "
         f"files ({corpus.get('train_bytes', 0) / 1e6:.1f} MB), {corpus.get('val_documents', '?')} held out by "
         "file (never trained on). Byte-level, files separated by EOS.",
         "",
@@ -194,6 +195,21 @@ def _training_lines(t: dict[str, Any], tr: dict[str, Any], hw: dict[str, Any]) -
         f"| Hardware | {hw.get('cpu', 'unknown')}, {hw.get('threads_per_process', '?')} threads, "
         f"{hw.get('processes', 1)} process(es) |",
     ]
+
+
+def _source_names(corpus: dict[str, Any]) -> list[str]:
+    """The training sources by what they are, not by where they lay on the machine that trained: a
+    card is published (`stdlib:/root/.pyenv/.../python3.11` is the Python 3.11 standard library)."""
+    names = []
+    for source in corpus.get("sources") or ["unknown"]:
+        if source.startswith("stdlib:"):
+            version = re.search(r"python(\d+\.\d+)", source)
+            names.append(f"the Python {version.group(1) if version else ''} standard library".replace("  ", " "))
+        elif source.endswith("packages.jsonl") and corpus.get("packages"):
+            names.append(f"the {len(corpus['packages'])} PyPI packages below (an `axl corpus` manifest)")
+        else:
+            names.append(f"`{Path(source).name}`")
+    return names
 
 
 def _package_lines(packages: list[dict[str, Any]]) -> list[str]:
