@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "OpenAI-compatible HTTP server (completions, chat, models, health)"),
     "train": ("train", "train a model on Python code (default: the standard library)"),
     "corpus": ("corpus", "build a training corpus of pinned PyPI packages, with a manifest"),
+    "adapt": ("adapt", "fine-tune a model on one repository for a few minutes (repository memory)"),
     "export-gguf": ("export_gguf", "the fine-scale path as a GGUF file for llama.cpp, Ollama and LM Studio"),
     "eval": ("eval", "bits per byte on held-out files next to compressors; generation probe"),
     "audit": ("audit", "check a model for future-byte leaks: PASS (exit 0) or FAIL (exit 1)"),
