@@ -13,6 +13,7 @@ from multiscale_transformer.commands.common import (
     add_threads_argument,
     fraction,
     load_model_from_args,
+    positive_float,
     positive_int,
     set_threads,
 )
@@ -46,7 +47,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fim-holes", type=positive_int, default=100, help="holes of each kind for --fim (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled probe and of --fim's holes")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    add_repo_arguments(p)
     add_threads_argument(p)
+
+
+# evaluation/repo.py's MODES and OPTIMIZERS, spelled out so that building the parser imports no torch
+# (RepoOptions.check refuses anything else in one line).
+REPO_MODES = "alone,retrieval,dynamic,both"
+
+
+def add_repo_arguments(p: argparse.ArgumentParser) -> None:
+    r = p.add_argument_group("repository mode (docs/evaluation.md): each file with the rest of its repository")
+    r.add_argument(
+        "--repo", nargs="+", action="extend", type=Path, metavar="DIR", help="score every .py file of each repository"
+    )
+    r.add_argument("--modes", default=REPO_MODES, help=f"comma-separated, of {REPO_MODES} (default: all)")
+    r.add_argument(
+        "--retrieval-budget", type=fraction, default=0.5, help="share of the context for other files' chunks (0.5)"
+    )
+    r.add_argument(
+        "--chunk-lines", type=positive_int, help="lines per chunk (default 32, fewer if the budget is small)"
+    )
+    r.add_argument(
+        "--dynamic-optimizer", choices=("sgd", "adam"), default="adam", help="dynamic evaluation's optimizer"
+    )
+    r.add_argument("--dynamic-lr", type=positive_float, default=3e-4, help="dynamic evaluation's learning rate (3e-4)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from multiscale_transformer.evaluation.probes import MODES, run_probe
     from multiscale_transformer.training.data import check_sources
 
+    if args.repo:
+        from multiscale_transformer.commands.eval_repo import run_repo
+
+        return run_repo(args)
     if args.data:
         check_sources(args.data)
     set_threads(args.threads)
