@@ -36,6 +36,7 @@ from multiscale_transformer.serving.errors import APIError, error_body, install_
 from multiscale_transformer.serving.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from multiscale_transformer.serving.playground import add_playground
 from multiscale_transformer.serving.protocol import ModelCard, ModelList, ModelMeta
+from multiscale_transformer.serving.repository import Repository
 from multiscale_transformer.serving.security import OriginGuard, OriginPolicy
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ def create_app(
     app.state.inspect_lock = asyncio.Lock()
     app.state.inspections = 0  # in progress or waiting for the lock (serving/inspection.py bounds it)
     app.state.metrics = None
+    # Indexed now, so that a directory without Python files stops `axl serve` with one line.
+    app.state.repository = Repository(settings.repo) if settings.repo is not None else None
     install_handlers(app)
 
     v1 = APIRouter(dependencies=[Depends(check_api_key)])

@@ -17,12 +17,18 @@ from multiscale_transformer.serving.settings import ServerSettings
 
 if TYPE_CHECKING:
     from multiscale_transformer.serving.engine import Engine
+    from multiscale_transformer.serving.repository import Repository
 
 Req = TypeVar("Req", bound=BaseModel)
 
 
 def settings_of(request: Request) -> ServerSettings:
     return request.app.state.settings
+
+
+def repository_of(request: Request) -> Repository | None:
+    """`axl serve --repo`'s index (serving/repository.py), or None."""
+    return request.app.state.repository
 
 
 def engine_of(request: Request) -> Engine:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from multiscale_transformer.generation import fim
 from multiscale_transformer.generation.fim import Infill
 from multiscale_transformer.model.vocab import EOS_ID, ByteTokenizer
-from multiscale_transformer.serving.common import engine_of, read_body, reply_header, settings_of
+from multiscale_transformer.serving.common import engine_of, read_body, reply_header, repository_of, settings_of
 from multiscale_transformer.serving.engine import ByteLogprob, Chunk, Finished, PromptLogprobs
 from multiscale_transformer.serving.errors import APIError
 from multiscale_transformer.serving.pipeline import Outcome, serve
@@ -66,7 +66,7 @@ def generation_request(req: CompletionRequest, request: Request) -> GenerationRe
     prompts = [
         plain_prompt(text_bytes(p) if isinstance(p, str) else p, options, config)
         if infill is None
-        else infill_prompt(infill, options, config, param)
+        else infill_prompt(infill, options, config, param, repository_of(request))
         for p, infill in zip(items, infills, strict=True)
     ]
     return GenerationRequest(prompts, sampling.seed, n, req.logprobs, echo, bool(req.stream))

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from multiscale_transformer.generation.fim import Infill
 from multiscale_transformer.serving.chat_completions import answer
-from multiscale_transformer.serving.common import engine_of, read_body, settings_of
+from multiscale_transformer.serving.common import engine_of, read_body, repository_of, settings_of
 from multiscale_transformer.serving.protocol import MaxTokens, SamplingFields, openapi_body
 from multiscale_transformer.serving.request import GenerationRequest, infill_prompt, plain_prompt, sampling_of
 from multiscale_transformer.text import text_bytes
@@ -40,7 +40,8 @@ async def fim_completions(request: Request) -> Response:
     sampling = sampling_of(req, settings_of(request), req.max_tokens)
     options = sampling.options
     if req.suffix:
-        prompt = infill_prompt(Infill(text_bytes(req.prompt), text_bytes(req.suffix)), options, config, "suffix")
+        infill = Infill(text_bytes(req.prompt), text_bytes(req.suffix))
+        prompt = infill_prompt(infill, options, config, "suffix", repository_of(request))
     else:
         prompt = plain_prompt(text_bytes(req.prompt), options, config)
     job = GenerationRequest([prompt], sampling.seed, req.n or 1, stream=bool(req.stream))

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from multiscale_transformer.generation import fim
 from multiscale_transformer.generation.fim import Infill
-from multiscale_transformer.serving.common import engine_of, read_body, settings_of
+from multiscale_transformer.serving.common import engine_of, read_body, repository_of, settings_of
 from multiscale_transformer.serving.engine import Chunk, Finished
 from multiscale_transformer.serving.errors import APIError
 from multiscale_transformer.serving.pipeline import Outcome, serve
@@ -51,6 +51,7 @@ from multiscale_transformer.text import text_bytes
 
 if TYPE_CHECKING:
     from multiscale_transformer.model.config import ModelConfig
+    from multiscale_transformer.serving.repository import Repository
 
 router = APIRouter()
 
@@ -117,16 +118,19 @@ async def completion(request: Request) -> Response:
     req = await read_body(request, LlamaCompletionRequest)
     config = engine_of(request).model.config  # 503 while loading
     sampling = req.sampling(request)
-    return await _serve(request, req, _completion_prompt(req.prompt, sampling, config), sampling)
+    prompt = _completion_prompt(req.prompt, sampling, config, repository_of(request))
+    return await _serve(request, req, prompt, sampling)
 
 
-def _completion_prompt(prompt: str | list[int], sampling: Sampling, config: ModelConfig) -> Prompt:
+def _completion_prompt(
+    prompt: str | list[int], sampling: Sampling, config: ModelConfig, repository: Repository | None
+) -> Prompt:
     """Byte ids as given; text as an infilling when it is a client's FIM template, else as given."""
     if isinstance(prompt, list):
         return plain_prompt(prompt, sampling.options, config)
     infill = fim.parse_markers(prompt)
     if infill is not None:
-        return infill_prompt(infill, sampling.options, config, "prompt")
+        return infill_prompt(infill, sampling.options, config, "prompt", repository)
     return plain_prompt(text_bytes(prompt), sampling.options, config)
 
 
@@ -137,7 +141,8 @@ async def infill(request: Request) -> Response:
     extra = tuple(fim.extra_chunk(f.filename, f.text) for f in req.input_extra or [] if f.text)
     wanted = Infill(text_bytes(req.input_prefix), text_bytes(req.input_suffix), text_bytes(req.prompt), extra)
     sampling = req.sampling(request)
-    return await _serve(request, req, infill_prompt(wanted, sampling.options, config, "input_suffix"), sampling)
+    prompt = infill_prompt(wanted, sampling.options, config, "input_suffix", repository_of(request))
+    return await _serve(request, req, prompt, sampling)
 
 
 async def _serve(request: Request, req: LlamaSampling, prompt: Prompt, sampling: Sampling) -> Response:

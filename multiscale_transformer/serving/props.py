@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from multiscale_transformer.generation import fim
 from multiscale_transformer.model.config import GENERATION_DEFAULTS
-from multiscale_transformer.serving.common import engine_of, settings_of
+from multiscale_transformer.serving.common import engine_of, repository_of, settings_of
 
 router = APIRouter()
 
@@ -24,6 +24,7 @@ async def props(request: Request) -> JSONResponse:
     engine = engine_of(request)
     settings = settings_of(request)
     config = engine.model.config
+    repository = repository_of(request)
     d = settings.generation or GENERATION_DEFAULTS
     defaults = {
         "max_tokens": min(settings.default_max_tokens, settings.max_tokens_limit),
@@ -47,6 +48,8 @@ async def props(request: Request) -> JSONResponse:
             "infill_max_tokens": fim.max_infill_tokens(config.max_seq_len),
             # /infill's input_extra chunks take at most this many bytes of the context (generation/fim.py).
             "infill_extra_max_bytes": fim.max_extra_bytes(config.max_seq_len),
+            # `axl serve --repo`: the repository whose chunks infillings without input_extra get (null: none).
+            "repository": None if repository is None else repository.props(),
             "config": config.to_dict(),
             "generation_defaults": defaults,
             "max_tokens_limit": settings.max_tokens_limit,

@@ -29,6 +29,7 @@ from multiscale_transformer.text import text_bytes
 
 if TYPE_CHECKING:
     from multiscale_transformer.model.config import ModelConfig
+    from multiscale_transformer.serving.repository import Repository
     from multiscale_transformer.serving.settings import ServerSettings
 
 SEED_SPACE = 1 << 64  # torch.Generator's seeds
@@ -135,10 +136,15 @@ def plain_prompt(ids: Sequence[int], options: CompletionOptions, config: ModelCo
     return Prompt(list(ids[-window:]), options, truncated=len(ids) > window)
 
 
-def infill_prompt(infill: Infill, options: CompletionOptions, config: ModelConfig, param: str) -> Prompt:
+def infill_prompt(
+    infill: Infill, options: CompletionOptions, config: ModelConfig, param: str, repository: Repository | None = None
+) -> Prompt:
     """An infilling laid out as the model was trained (generation/fim.py), with max_tokens cut to the room
     the context leaves and the stops with which editor servers end an infilling (`fim.editor_stops`)
-    added; 400 naming `param` when the model cannot infill or the context has no room."""
+    added; 400 naming `param` when the model cannot infill or the context has no room. With a
+    repository (`axl serve --repo`), an infilling that brings no chunks of other files gets retrieved ones."""
+    if repository is not None:
+        infill = repository.with_chunks(infill)
     try:
         plan = fim.plan(config, infill, options.max_tokens, options.stop)
     except UserError as exc:

@@ -7,6 +7,7 @@ without the [serve] extra.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from multiscale_transformer.errors import UserError
@@ -75,6 +76,12 @@ class ServerSettings:
         10, "seconds shutdown waits for requests in progress", type=positive_int, names=("--shutdown-timeout",)
     )
     max_header_bytes: int = flag(16 * 1024, "largest request head (request line and headers)", type=positive_int)
+    repo: Path | None = flag(
+        None,
+        "index this repository's .py files and add chunks retrieved from it to infillings that bring none "
+        "(re-indexed when files change; needs a context of 512 bytes or more to have room for them)",
+        type=Path,
+    )
 
     def __post_init__(self) -> None:
         positive = ("max_batch", "max_queue", "default_max_tokens", "max_tokens_limit", "max_body_bytes")
