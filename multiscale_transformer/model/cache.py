@@ -91,10 +91,11 @@ class CacheView:
             k, v = k.narrow(0, self.at[0], 1), v.narrow(0, self.at[0], 1)
         elif self.rows is not None and self.rows.numel() != k.shape[0]:
             k, v = k[self.rows], v[self.rows]
+        a, b = lo % cap, (hi - 1) % cap + 1
         if lo // cap == (hi - 1) // cap:  # one stretch of the ring: a view
-            return k[:, :, lo % cap : (hi - 1) % cap + 1], v[:, :, lo % cap : (hi - 1) % cap + 1]
-        slots = torch.arange(lo, hi, device=k.device) % cap  # wrapped: keys in position order
-        return k[:, :, slots], v[:, :, slots]
+            return k[:, :, a:b], v[:, :, a:b]
+        # wrapped: the ring's end, then its start (keys in position order)
+        return torch.cat([k[:, :, a:], k[:, :, :b]], 2), torch.cat([v[:, :, a:], v[:, :, :b]], 2)
 
 
 class Rows(NamedTuple):

@@ -283,7 +283,7 @@ class MultiScaleTransformer(nn.Module):
         last = (max(span.first) + span.n - 1) * unit
         if span.n == 1 and len(set(span.first)) == 1:
             p = span.first[0] * unit
-            return (table[p] if p < len(table) else self._rope(torch.tensor(p))).view(1, 1, 1, -1)
+            return (table[p] if p < len(table) else self._rope_one(p)).view(1, 1, 1, -1)
         positions = span.positions(table.device) * unit
         return (table[positions] if last < len(table) else self._rope(positions))[:, :, None]
 
@@ -291,6 +291,18 @@ class MultiScaleTransformer(nn.Module):
         """Rotations past the table: rolling decoding (model/cache.py) goes on past the context."""
         cfg = self.config
         return rope_at(positions, cfg.head_dim, cfg.rope_theta).to(self.rope_rotation.device)
+
+    def _rope_one(self, position: int) -> torch.Tensor:
+        """One position's rotation past the table. A decoding step asks for the same few positions
+        once per stack and cross block; computing one costs more than the attention it feeds, so the
+        last few are kept (a bounded dict, so memory stays flat however long generation runs)."""
+        cache = self.__dict__.setdefault("_rope_recent", {})
+        rotation = cache.get(position)
+        if rotation is None:
+            if len(cache) >= 64:
+                cache.clear()
+            rotation = cache[position] = self._rope(torch.tensor(position))
+        return rotation
 
     @staticmethod
     def _mask(span: Span, unit: int, key_step: int, length: int, window: int, lo: int = 0) -> Mask:
