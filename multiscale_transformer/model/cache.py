@@ -94,8 +94,12 @@ class CacheView:
         a, b = lo % cap, (hi - 1) % cap + 1
         if lo // cap == (hi - 1) // cap:  # one stretch of the ring: a view
             return k[:, :, a:b], v[:, :, a:b]
-        # wrapped: the ring's end, then its start (keys in position order)
-        return torch.cat([k[:, :, a:], k[:, :, :b]], 2), torch.cat([v[:, :, a:], v[:, :, :b]], 2)
+        if hi - lo <= cap:  # wrapped once: the ring's end, then its start (keys in position order)
+            return torch.cat([k[:, :, a:], k[:, :, :b]], 2), torch.cat([v[:, :, a:], v[:, :, :b]], 2)
+        # Rows far apart (one past the context, one near its start): every position of the range, a
+        # slot read once per position that maps to it; each row's mask keeps only what it holds.
+        slots = torch.arange(lo, hi, device=k.device) % cap
+        return k[:, :, slots], v[:, :, slots]
 
 
 class Rows(NamedTuple):
