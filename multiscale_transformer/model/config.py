@@ -350,6 +350,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         "layers_per_scale": [2, 3, 3],
         "post_fusion_layers": 2,
     },
+    # mini-post20 read 8,192 bytes back (docs/context.md): bytes attend 256 back, the coarse scales
+    # 1,024, so every attention is windowed and decoding rolls past the context. The same weights as
+    # mini-post20 (windows and context change none): a trained one extends with
+    # `axl train --init-from MODEL --context 8192 --config '{"attention_window": 256, "coarse_window": 1024}'`.
+    "mini-post20-8k": {
+        **_MINI,
+        **_TRAINED,
+        "cross_pairs": [[1, 0], [2, 0]],
+        "layers_per_scale": [2, 3, 3],
+        "post_fusion_layers": 2,
+        "max_seq_len": 8192,
+        "attention_window": 256,
+        "coarse_window": 1024,
+    },
     # The AXL card's family (KoinicLabs).
     "comment": _axl(192, 3, 512, 3),
     "chat": _axl(224, 4, 608, 3),
