@@ -9,6 +9,7 @@ kernels' segfault on some Intel Xeons, fails the test that hit it and the run go
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import subprocess
@@ -231,3 +232,32 @@ def test_a_fim_models_sentinels_are_control_tokens_in_llama_cpp(tmp_path: Path) 
     metadata = isolated(llama_facts, path)["metadata"]
     assert [metadata[f"tokenizer.ggml.fim_{k}_token_id"] for k in ("pre", "suf", "mid")] == ["248", "249", "250"]
     assert utf8 == list(text)  # UTF-8 never reaches a sentinel
+
+
+def test_a_windowed_models_measurement_reads_the_context_its_file_states(
+    tmp_path: Path, exported: tuple[MultiScaleTransformer, dict[str, Path]]
+) -> None:
+    """The same weights reading 4x the context through windows of CTX (a rolling model, as the bundled
+    one): the GGUF states CTX, llama.cpp scores at CTX, and so does the fine path it is compared with.
+    Scored at the model's own context, llama.cpp's full attention reads past the window it was trained
+    with, which is what the first windowed export measured (5.48 against 2.15 bits/byte)."""
+    model, _ = exported
+    config = dataclasses.replace(model.config, max_seq_len=4 * CTX, attention_window=CTX, coarse_window=CTX)
+    windowed = MultiScaleTransformer(config)
+    windowed.load_state_dict(model.state_dict())
+    windowed.save_pretrained(tmp_path / "m")
+    (tmp_path / "held.py").write_bytes(HELD_OUT)
+    args = ["--model", str(tmp_path / "m"), "--outtype", "f16", "--out", str(tmp_path / "o"), "--name", "w"]
+    args += ["--eval-text", str(tmp_path / "held.py"), "--eval-bytes", "2048", "--threads", "2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "multiscale_transformer", "export-gguf", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    readme = (tmp_path / "o" / "README.md").read_text()
+    measured = re.search(r"\| this file in llama.cpp \(F16\) \| (\d+\.\d+) \|", readme)
+    fine = re.search(r"\| fine-scale path alone [^|]* \| (\d+\.\d+) \|", readme)
+    assert measured and fine, readme
+    assert abs(float(measured[1]) / float(fine[1]) - 1) < 0.005

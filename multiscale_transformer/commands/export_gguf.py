@@ -111,18 +111,35 @@ def export(model: MultiScaleTransformer, out: Path, name: str, outtype: str, thr
 
 def _measure(model: MultiScaleTransformer, gguf_path: Path, text: Path, limit: int, threads: int) -> Measurement:
     from multiscale_transformer.export.card import Measurement
+    from multiscale_transformer.export.gguf import exported_context
     from multiscale_transformer.export.runtime import gguf_bits_per_byte, torch_bits_per_byte
 
     data = text.read_bytes()
-    n_ctx = model.config.max_seq_len
+    n_ctx = exported_context(model.config)  # what the GGUF states, and what llama.cpp then reads
     full = torch_bits_per_byte(model, data, limit, fine_only=False)
-    fine = torch_bits_per_byte(model, data, limit, fine_only=True)
+    # The fine path by the GGUF's protocol: windows of the context the file states (a windowed model's
+    # fine stack computes within one window what it computes in the whole context).
+    fine = torch_bits_per_byte(_with_context(model, n_ctx), data, limit, fine_only=True)
     try:
         gguf = gguf_bits_per_byte(gguf_path, data, n_ctx, limit, threads)
     except UserError:
         gguf = None  # llama-cpp-python is not installed: report the PyTorch numbers alone
     scored = min(limit, len(data))
     return Measurement(f"`{text.name}`, {scored:,} bytes", full, fine, gguf)
+
+
+def _with_context(model: MultiScaleTransformer, n_ctx: int) -> MultiScaleTransformer:
+    """The same weights reading `n_ctx` bytes (the context and windows change no weight)."""
+    import dataclasses
+
+    from multiscale_transformer.model.model import MultiScaleTransformer
+
+    if n_ctx == model.config.max_seq_len:
+        return model
+    config = dataclasses.replace(model.config, max_seq_len=n_ctx, attention_window=0, coarse_window=0)
+    twin = MultiScaleTransformer(config)
+    twin.load_state_dict(model.state_dict())
+    return twin.eval()
 
 
 def _write_companions(
