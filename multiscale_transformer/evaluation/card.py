@@ -114,7 +114,8 @@ def render_card(m: dict[str, Any]) -> str:
         f"- Small: {m['parameters'] / 1e6:.1f}M parameters trained for {_duration(tr.get('time'))} on a CPU"
         f"{' (as a fine-tuning of an earlier model; see Training Details)' if fine_tuned else ''}. "
         "Completions are often syntactically plausible and semantically wrong.",
-        f"- Context {cfg['max_seq_len']} bytes (a few lines of Python); longer prompts keep their last bytes.",
+        f"- Context {cfg['max_seq_len']:,} bytes ({_context_words(cfg['max_seq_len'])}); "
+        "longer prompts keep their last bytes.",
         "- Byte-level perplexity is not comparable to token-level perplexity of BPE models. Bits per byte "
         "are the comparable figure; compressors on the same bytes are listed below as a yardstick.",
         "- GGUF files carry only the fine-scale path (see its bits per byte below), not the full model.",
@@ -195,6 +196,12 @@ def _training_lines(t: dict[str, Any], tr: dict[str, Any], hw: dict[str, Any]) -
         f"| Hardware | {hw.get('cpu', 'unknown')}, {hw.get('threads_per_process', '?')} threads, "
         f"{hw.get('processes', 1)} process(es) |",
     ]
+
+
+def _context_words(n_bytes: int) -> str:
+    """What a context of n bytes holds of Python, at about 32 bytes per line."""
+    lines = n_bytes // 32
+    return "a few lines of Python" if lines < 20 else f"about {lines:,} lines of Python"
 
 
 def _source_names(corpus: dict[str, Any]) -> list[str]:
