@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from multiscale_transformer.model.config import load_config
 from multiscale_transformer.pretrained import bundled_model_dir
 from multiscale_transformer.serving.app import create_app
 from tests.live import live_server
@@ -60,10 +61,11 @@ def test_lm_eval_local_completions_agrees_with_axl_eval(tmp_path: Path) -> None:
         "HF_HOME": str(tmp_path / "hf"),
         "OMP_NUM_THREADS": "1",
     }
+    context = load_config(model_dir).max_seq_len
     with live_server(create_app(model_dir, name="axl-mini")) as base:
         model_args = (
             f"model=axl-mini,base_url={base}/v1/completions,tokenizer_backend=remote,"
-            "max_length=256,custom_prefix_token_id=257"
+            f"max_length={context},custom_prefix_token_id=257"
         )
         command = [lm_eval, "run", "--model", "local-completions", "--model_args", model_args, "--tasks", "axl_text"]
         command += ["--include_path", str(tmp_path), "--output_path", str(tmp_path / "out")]
@@ -79,7 +81,8 @@ def test_lm_eval_local_completions_agrees_with_axl_eval(tmp_path: Path) -> None:
     harness = json.loads(results.read_text())["results"]["axl_text"]["bits_per_byte,none"]
 
     command = [sys.executable, "-m", "multiscale_transformer.cli", "eval", "--model", str(model_dir)]
-    command += ["--data", str(files), "--all-files", "--stride", "256", "--json"]
+    # lm-eval's rolling windows are disjoint windows of max_length: axl eval's with the stride at the context
+    command += ["--data", str(files), "--all-files", "--stride", str(context), "--json"]
     ours = subprocess.run(
         command,
         capture_output=True,
@@ -88,7 +91,7 @@ def test_lm_eval_local_completions_agrees_with_axl_eval(tmp_path: Path) -> None:
     )
     assert ours.returncode == 0, ours.stderr
     expected = json.loads(ours.stdout)
-    assert expected["bytes"] == 9000 and expected["stride"] == 256
+    assert expected["bytes"] == 9000 and expected["stride"] == context
     print(f"lm-eval {harness:.4f} bits/byte, axl eval --stride 256 {expected['bits_per_byte']:.4f}")
     assert harness == pytest.approx(expected["bits_per_byte"], rel=0.01)
     assert 0.5 < harness < 4  # a trained model: context matters, so a window protocol mismatch would show

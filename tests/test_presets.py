@@ -86,9 +86,9 @@ def test_flags_and_config_override_the_preset() -> None:
     assert config == ModelConfig.from_name(train_command.DEFAULT_PRESET, downsample_factors=[1], max_seq_len=64)
 
 
-def test_the_bundled_model_is_the_mini_post20_preset() -> None:
+def test_the_bundled_model_is_the_mini_post20_8k_preset() -> None:
     path = bundled_model_dir()
     assert path is not None
     config = load_config(path)
-    assert config == ModelConfig.from_name("mini-post20")
+    assert config == ModelConfig.from_name("mini-post20-8k")
     assert json.loads((path / "config.json").read_text())["num_parameters"] == estimate_parameters(config)
