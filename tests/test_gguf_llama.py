@@ -200,25 +200,29 @@ def test_quantization_costs(exported: tuple[MultiScaleTransformer, dict[str, Pat
     assert bpb["q4_k_m"] / bpb["f16"] - 1 < 0.10
 
 
-def test_cli_q4_k_m_with_measurement(tmp_path: Path, exported: tuple[MultiScaleTransformer, dict[str, Path]]) -> None:
-    model, _ = exported
+def cli_measurement(
+    model: MultiScaleTransformer, tmp_path: Path, outtype: str, eval_bytes: int
+) -> tuple[str, float, float]:
+    """`axl export-gguf --eval-text` on `model`: the README it writes, the file's bits per byte in
+    llama.cpp and the fine path's in PyTorch, as the README states them."""
     model.save_pretrained(tmp_path / "m")
     (tmp_path / "held.py").write_bytes(HELD_OUT)
-    args = ["--model", str(tmp_path / "m"), "--outtype", "q4_k_m", "--out", str(tmp_path / "o"), "--name", "t"]
-    args += ["--eval-text", str(tmp_path / "held.py"), "--eval-bytes", "1024", "--threads", "2"]
-    result = subprocess.run(
-        [sys.executable, "-m", "multiscale_transformer", "export-gguf", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = ["--model", str(tmp_path / "m"), "--outtype", outtype, "--out", str(tmp_path / "o"), "--name", "t"]
+    args += ["--eval-text", str(tmp_path / "held.py"), "--eval-bytes", str(eval_bytes), "--threads", "2"]
+    command = [sys.executable, "-m", "multiscale_transformer", "export-gguf", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     readme = (tmp_path / "o" / "README.md").read_text()
-    assert (tmp_path / "o" / "t-q4_k_m.gguf").is_file() and "t-q4_k_m.gguf" in readme
-    measured = re.search(r"\| this file in llama.cpp \(Q4_K_M\) \| (\d+\.\d+) \|", readme)
+    measured = re.search(rf"\| this file in llama.cpp \({outtype.upper()}\) \| (\d+\.\d+) \|", readme)
     fine = re.search(r"\| fine-scale path alone [^|]* \| (\d+\.\d+) \|", readme)
     assert measured and fine, readme
-    assert abs(float(measured[1]) / float(fine[1]) - 1) < 0.10
+    return readme, float(measured[1]), float(fine[1])
+
+
+def test_cli_q4_k_m_with_measurement(tmp_path: Path, exported: tuple[MultiScaleTransformer, dict[str, Path]]) -> None:
+    readme, measured, fine = cli_measurement(exported[0], tmp_path, "q4_k_m", 1024)
+    assert (tmp_path / "o" / "t-q4_k_m.gguf").is_file() and "t-q4_k_m.gguf" in readme
+    assert abs(measured / fine - 1) < 0.10
 
 
 def test_a_fim_models_sentinels_are_control_tokens_in_llama_cpp(tmp_path: Path) -> None:
@@ -245,19 +249,5 @@ def test_a_windowed_models_measurement_reads_the_context_its_file_states(
     config = dataclasses.replace(model.config, max_seq_len=4 * CTX, attention_window=CTX, coarse_window=CTX)
     windowed = MultiScaleTransformer(config)
     windowed.load_state_dict(model.state_dict())
-    windowed.save_pretrained(tmp_path / "m")
-    (tmp_path / "held.py").write_bytes(HELD_OUT)
-    args = ["--model", str(tmp_path / "m"), "--outtype", "f16", "--out", str(tmp_path / "o"), "--name", "w"]
-    args += ["--eval-text", str(tmp_path / "held.py"), "--eval-bytes", "2048", "--threads", "2"]
-    result = subprocess.run(
-        [sys.executable, "-m", "multiscale_transformer", "export-gguf", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    readme = (tmp_path / "o" / "README.md").read_text()
-    measured = re.search(r"\| this file in llama.cpp \(F16\) \| (\d+\.\d+) \|", readme)
-    fine = re.search(r"\| fine-scale path alone [^|]* \| (\d+\.\d+) \|", readme)
-    assert measured and fine, readme
-    assert abs(float(measured[1]) / float(fine[1]) - 1) < 0.005
+    _, measured, fine = cli_measurement(windowed, tmp_path, "f16", 2048)
+    assert abs(measured / fine - 1) < 0.005
