@@ -14,6 +14,7 @@ import gguf
 import numpy as np
 import pytest
 
+from multiscale_transformer.cli import main
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.export.card import Measurement, fine_path_warning
 from multiscale_transformer.export.gguf import fine_path_tensors, tensor_type, write_gguf
@@ -210,3 +211,13 @@ def test_a_windowed_model_states_its_window_as_the_context(tmp_path: Path) -> No
     write_gguf(model, tmp_path / "w.gguf", "f32", "w")
     field = gguf.GGUFReader(tmp_path / "w.gguf").fields["llama.context_length"]
     assert int(field.parts[field.data[0]][0]) == 16
+
+
+def test_a_windowed_models_modelfile_and_readme_state_the_files_context(tmp_path: Path) -> None:
+    """Ollama reads `num_ctx` bytes with full attention: past the window it would read what the
+    weights never learned to, so the Modelfile states the window, as the file does."""
+    make_model("tiny", max_seq_len=64, attention_window=16).save_pretrained(tmp_path / "m")
+    argv = ["export-gguf", "--model", str(tmp_path / "m"), "--outtype", "f32", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--name", "w"]) == 0
+    assert "PARAMETER num_ctx 16\n" in (tmp_path / "o" / "Modelfile").read_text()
+    assert "Context: 16 bytes." in (tmp_path / "o" / "README.md").read_text()

@@ -153,7 +153,7 @@ def _write_companions(
 ) -> None:
     from multiscale_transformer.atomic import atomic_write_bytes
     from multiscale_transformer.export.card import render_readme
-    from multiscale_transformer.export.gguf import file_tensor_types
+    from multiscale_transformer.export.gguf import exported_context, file_tensor_types
     from multiscale_transformer.export.modelfile import render_modelfile
     from multiscale_transformer.export.vocab import EOS_TEXT
     from multiscale_transformer.model.config import GENERATION_DEFAULTS
@@ -165,7 +165,9 @@ def _write_companions(
         "top_p": GENERATION_DEFAULTS["top_p"],
         "repeat_penalty": GENERATION_DEFAULTS["repetition_penalty"],
     }
-    modelfile = render_modelfile(gguf_path.name, config.max_seq_len, EOS_TEXT, sampling, config.fim)
+    # The context the file states (a windowed model's window): Ollama must not read further than it.
+    n_ctx = exported_context(config)
+    modelfile = render_modelfile(gguf_path.name, n_ctx, EOS_TEXT, sampling, config.fim)
     atomic_write_bytes(out / "Modelfile", modelfile.encode())
     readme = render_readme(
         name=name,
@@ -173,7 +175,7 @@ def _write_companions(
         size_bytes=gguf_path.stat().st_size,
         outtype=outtype,
         types=file_tensor_types(gguf_path),
-        config=config.to_dict(),
+        config={**config.to_dict(), "max_seq_len": n_ctx},
         source=source,
         measurement=measurement,
     )
