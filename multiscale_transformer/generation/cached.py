@@ -8,10 +8,10 @@ times share one batch.
 
 Beyond the context a rolling model (every attention windowed, ModelConfig.rolling) goes on
 decoding one byte at a time: its caches are rings that hold every window a query reads, and its
-logits are those of the full pass over everything since the prompt's window. Any other model keeps the last `keep`
-bytes of the row and re-prefills them (the llama.cpp "context shift" idea, without its
-approximation): every logit is then exactly what the full forward pass gives on that same window.
-`FullDecoder` follows the same rules.
+logits are those of the full pass over everything since the prompt's window. Any other model
+keeps the last `keep` bytes of the row and re-prefills them (the llama.cpp "context shift" idea,
+without its approximation): every logit is then exactly what the full forward pass gives on that
+same window. `FullDecoder` follows the same rules.
 """
 
 from __future__ import annotations
