@@ -76,6 +76,6 @@ def test_adapt_refuses_a_repository_without_python_files(base: Path, tmp_path: P
     (empty / "README.md").write_text("no code here")
     assert main(["adapt", "--model", str(base), "--repo", str(empty), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"axl adapt: error: --repo {empty}: no Python files to adapt to"
+    assert err == f"axl adapt: error: --repo {empty}: no usable .py files to adapt to"
     assert main(["adapt", "--model", str(base), "--repo", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "no such directory" in capsys.readouterr().err

@@ -70,4 +70,4 @@ def test_a_directory_without_python_files_is_one_line(tmp_path: Path, capsys: py
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     assert main(["serve", "--preset", "tiny", "--repo", str(tmp_path), "--port", str(port)]) == 2
-    assert capsys.readouterr().err.strip() == f"axl serve: error: --repo {tmp_path}: no Python files to index"
+    assert capsys.readouterr().err.strip() == f"axl serve: error: --repo {tmp_path}: no usable .py files to index"

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from multiscale_transformer.commands.common import fraction, model_path_from_args, positive_float, positive_int
-from multiscale_transformer.errors import UserError
 
 if TYPE_CHECKING:
     from multiscale_transformer.training.settings import TrainSettings
@@ -44,15 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings(args: argparse.Namespace) -> TrainSettings:
     from multiscale_transformer.model.model import MultiScaleTransformer
-    from multiscale_transformer.training.data import collect_documents
+    from multiscale_transformer.training.data import repository_documents
     from multiscale_transformer.training.settings import TrainSettings
 
     repo = args.repo
-    if not repo.is_dir():
-        raise UserError(f"--repo {repo}: not a directory")
-    docs, _ = collect_documents([repo])
-    if not docs:
-        raise UserError(f"--repo {repo}: no Python files to adapt to")
+    repository_documents(repo, "adapt to")  # refused in one line before the model loads
     source = model_path_from_args(args)
     config = MultiScaleTransformer.from_pretrained(source).config  # one line on a bad model path
     # The bytes per step of the bundled model's training, whatever the context.

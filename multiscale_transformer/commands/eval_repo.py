@@ -20,12 +20,8 @@ _NOT_WITH_REPO = ("data", "all_files", "fim", "generation", "fine_only")
 
 def run_repo(args: argparse.Namespace) -> int:
     from multiscale_transformer.evaluation.baselines import repository_compressors
-    from multiscale_transformer.evaluation.repo import (
-        RepoOptions,
-        RepoResult,
-        evaluate_repository,
-        repository_documents,
-    )
+    from multiscale_transformer.evaluation.repo import RepoOptions, RepoResult, evaluate_repository
+    from multiscale_transformer.training.data import repository_documents
 
     for name in _NOT_WITH_REPO:
         if getattr(args, name):
@@ -39,7 +35,9 @@ def run_repo(args: argparse.Namespace) -> int:
         lr=args.dynamic_lr,
         batch_size=args.batch_size,
     )
-    repos = [(root, repository_documents(root)) for root in args.repo]  # every bad path refused before any work
+    repos = [
+        (root, repository_documents(root, "evaluate")) for root in args.repo
+    ]  # every bad path refused before any work
     set_threads(args.threads)
     model = load_model_from_args(args)
     context = model.config.max_seq_len

@@ -24,7 +24,6 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +41,7 @@ from multiscale_transformer.evaluation.retrieval import (
 )
 from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.model.vocab import EOS_ID
-from multiscale_transformer.training.data import Document, collect_documents
+from multiscale_transformer.training.data import Document
 
 MODES = ("alone", "retrieval", "dynamic", "both")
 RETRIEVAL_MODES = frozenset({"retrieval", "both"})
@@ -246,17 +245,6 @@ def _nll(model: MultiScaleTransformer, p: Prepared) -> torch.Tensor:
     ids = p.ids[None]  # (1, L + 1)
     logits = model(ids[:, :-1]).float()  # (1, L, V)
     return F.cross_entropy(logits[0, p.score_at :], ids[0, p.score_at + 1 :], reduction="none")
-
-
-def repository_documents(root: Path) -> list[Document]:
-    """Every usable .py file under `root`, in sorted path order (the order dynamic evaluation reads)."""
-    if not root.is_dir():
-        raise UserError(f"{root}: no such directory (--repo takes a repository's directory)")
-    docs, skipped = collect_documents([root], "*.py")
-    if not docs:
-        why = f" ({skipped.summary()})" if skipped.total else ""
-        raise UserError(f"{root}: no usable .py files to evaluate{why}")
-    return sorted(docs, key=lambda d: d.name)
 
 
 def _record(nats: list[np.ndarray], p: Prepared, nll: torch.Tensor) -> None:

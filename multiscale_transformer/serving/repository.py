@@ -19,7 +19,7 @@ from typing import Any
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.evaluation.retrieval import QUERY_BYTES, LeaveOneOutIndex, split_chunks
 from multiscale_transformer.generation.fim import Infill, extra_chunk
-from multiscale_transformer.training.data import collect_documents
+from multiscale_transformer.training.data import repository_documents
 
 CHUNK_LINES = 32  # llama.vim's chunk size
 RESCAN_S = 2.0
@@ -39,8 +39,6 @@ class Repository:
     """The index of one directory's .py files, rebuilt when they change."""
 
     def __init__(self, root: Path) -> None:
-        if not root.is_dir():
-            raise UserError(f"--repo {root}: not a directory")
         self.root = root
         self._lock = threading.Lock()
         self._checked = 0.0
@@ -60,9 +58,7 @@ class Repository:
 
     def _build(self) -> Snapshot:
         start = time.perf_counter()
-        docs, _ = collect_documents([self.root])
-        if not docs:
-            raise UserError(f"--repo {self.root}: no Python files to index")
+        docs = repository_documents(self.root, "index")
         chunks = split_chunks(docs, CHUNK_LINES)
         index = LeaveOneOutIndex(chunks, file=-1)  # no file left out: the user's open file is not known
         names = [_relative(d.name, self.root) for d in docs]

@@ -195,6 +195,18 @@ def _split_key(name: str) -> float:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()[:8], "big") / 2**64
 
 
+def repository_documents(root: Path, purpose: str) -> list[Document]:
+    """Every usable .py file of the repository at `root` (a `--repo` flag), in sorted path order;
+    one line naming the flag when it is not a directory or holds nothing to `purpose`."""
+    if not root.is_dir():
+        raise UserError(f"--repo {root}: no such directory (--repo takes a repository's directory)")
+    docs, skipped = collect_documents([root], "*.py")
+    if not docs:
+        why = f" ({skipped.summary()})" if skipped.total else ""
+        raise UserError(f"--repo {root}: no usable .py files to {purpose}{why}")
+    return sorted(docs, key=lambda d: d.name)
+
+
 def split_documents(docs: list[Document], val_fraction: float = 0.05) -> tuple[list[Document], list[Document]]:
     """(train, validation) by a hash of each document's name, so no file is in both.
 
