@@ -23,6 +23,15 @@ from multiscale_transformer.model.config import ModelConfig
 from multiscale_transformer.model.scales import n_tokens
 
 
+def stretch(first: int, n: int, capacity: int) -> slice | None:
+    """The ring slots of positions first .. first + n - 1 when they lie in one stretch of the ring (a
+    slice: views and plain copies), else None (the ring wraps among them: index slot by slot)."""
+    if first // capacity != (first + n - 1) // capacity:
+        return None
+    i = first % capacity
+    return slice(i, i + n)
+
+
 class KVCache:
     """Keys and values (batch, n_heads, capacity, head_dim) of one attention layer. Plain attributes,
     not an nn.Module's buffers: a decoding step reads them a few times per layer, and a module's
@@ -91,9 +100,10 @@ class CacheView:
             k, v = k.narrow(0, self.at[0], 1), v.narrow(0, self.at[0], 1)
         elif self.rows is not None and self.rows.numel() != k.shape[0]:
             k, v = k[self.rows], v[self.rows]
+        one = stretch(lo, hi - lo, cap)
+        if one is not None:
+            return k[:, :, one], v[:, :, one]
         a, b = lo % cap, (hi - 1) % cap + 1
-        if lo // cap == (hi - 1) // cap:  # one stretch of the ring: a view
-            return k[:, :, a:b], v[:, :, a:b]
         if hi - lo <= cap:  # wrapped once: the ring's end, then its start (keys in position order)
             return torch.cat([k[:, :, a:], k[:, :, :b]], 2), torch.cat([v[:, :, a:], v[:, :, :b]], 2)
         # Rows far apart (one past the context, one near its start): every position of the range, a
@@ -160,10 +170,9 @@ class ModelCache:
 
     def before(self, rows: list[int], start: list[int], width: int) -> torch.Tensor:
         """The `width` pooled vectors before each row's start (zeros before byte 0): (R, width, d)."""
-        first = start[0] - width
-        if len(rows) == 1 and first >= 0 and first // self.capacity == (start[0] - 1) // self.capacity:
-            i = first % self.capacity  # the steady state of decoding: a plain slice
-            return self.pooled[rows[0], i : i + width][None]
+        one = stretch(start[0] - width, width, self.capacity) if len(rows) == 1 and start[0] >= width else None
+        if one is not None:  # the steady state of decoding: a plain slice
+            return self.pooled[rows[0], one][None]
         device = self.pooled.device
         pos = torch.tensor(start, device=device)[:, None] + torch.arange(-width, 0, device=device)  # (R, width)
         picked = self.pooled[torch.tensor(rows, device=device)[:, None], pos.clamp(min=0) % self.capacity]

@@ -332,6 +332,13 @@ _MINI = _axl(96, 2, 256, 2)
 # 20 CPU-minutes. The trained layouts all have it, and FIM, whose rate cost at most 0.012 bits/byte
 # left to right (docs/editors.md) and buys infilling.
 _TRAINED: dict[str, Any] = {"coarse_input": "fine", "fim": True}
+_MINI_POST20: dict[str, Any] = {
+    **_MINI,
+    **_TRAINED,
+    "cross_pairs": [[1, 0], [2, 0]],
+    "layers_per_scale": [2, 3, 3],
+    "post_fusion_layers": 2,
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": _TINY,
@@ -343,27 +350,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CPU-minutes. For n layers per scale: only the coarse scales attend into the bytes, their stacks
     # n + 1 deep (a layer there costs 1/k per byte), n byte-level layers after the fusion. The
     # bundled model's layout (multiscale_transformer/pretrained/axl-mini/config.json).
-    "mini-post20": {
-        **_MINI,
-        **_TRAINED,
-        "cross_pairs": [[1, 0], [2, 0]],
-        "layers_per_scale": [2, 3, 3],
-        "post_fusion_layers": 2,
-    },
+    "mini-post20": _MINI_POST20,
     # mini-post20 read 8,192 bytes back (docs/context.md): bytes attend 256 back, the coarse scales
     # 1,024, so every attention is windowed and decoding rolls past the context. The same weights as
     # mini-post20 (windows and context change none): a trained one extends with
     # `axl train --init-from MODEL --context 8192 --config '{"attention_window": 256, "coarse_window": 1024}'`.
-    "mini-post20-8k": {
-        **_MINI,
-        **_TRAINED,
-        "cross_pairs": [[1, 0], [2, 0]],
-        "layers_per_scale": [2, 3, 3],
-        "post_fusion_layers": 2,
-        "max_seq_len": 8192,
-        "attention_window": 256,
-        "coarse_window": 1024,
-    },
+    "mini-post20-8k": {**_MINI_POST20, "max_seq_len": 8192, "attention_window": 256, "coarse_window": 1024},
     # The AXL card's family (KoinicLabs).
     "comment": _axl(192, 3, 512, 3),
     "chat": _axl(224, 4, 608, 3),

@@ -14,7 +14,7 @@ from torch import nn
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.attention import CAUSAL, Local, Mask
 from multiscale_transformer.model.blocks import Block, CrossBlock
-from multiscale_transformer.model.cache import CacheView, Rows
+from multiscale_transformer.model.cache import CacheView, Rows, stretch
 from multiscale_transformer.model.config import ModelConfig, memory_bytes
 from multiscale_transformer.model.io import load_weights, read_pretrained, save_model
 from multiscale_transformer.model.layers import Dense, RMSNorm, inv_rms, normed, packed, rope_at, rope_tables
@@ -70,6 +70,7 @@ class MultiScaleTransformer(nn.Module):
         self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
         rotation = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
         self.register_buffer("rope_rotation", rotation, persistent=False)
+        self._rope_recent: dict[int, torch.Tensor] = {}  # rotations past the table (_rope_one)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -261,18 +262,18 @@ class MultiScaleTransformer(nn.Module):
         size = cached.shape[1]
         if slots is not None and span is not None:
             rows = _sub(at.rows, span.rows)
-            lo, n = span.first[0] * k, slots.shape[1]
-            if len(set(span.first)) == 1 and lo // size == (lo + n - 1) // size:  # one stretch: a slice
-                lo %= size
-                cached[rows[0] if len(rows) == 1 else _index(rows), lo : lo + n] = slots.squeeze(0)
+            n = slots.shape[1]
+            one = stretch(span.first[0] * k, n, size) if len(set(span.first)) == 1 else None
+            if one is not None:  # one place for every row: a slice
+                cached[rows[0] if len(rows) == 1 else _index(rows), one] = slots.squeeze(0)
             else:  # rows at different positions, or the ring wraps
                 pos = torch.tensor(span.first)[:, None] * k + torch.arange(n)  # (R_s, n*k)
                 cached[_index(rows)[:, None].expand_as(pos), pos % size] = slots
-        if len(set(start)) == 1 and start[0] // size == (start[0] + T - 1) // size:
-            p = start[0] % size
+        one = stretch(start[0], T, size) if len(set(start)) == 1 else None
+        if one is not None:
             if len(at.rows) == 1:
-                return cached[at.rows[0], p : p + T][None]
-            return cached[_index(at.rows), p : p + T]
+                return cached[at.rows[0], one][None]
+            return cached[_index(at.rows), one]
         pos = torch.tensor(start)[:, None] + torch.arange(T)  # (R, T)
         return cached[_index(at.rows)[:, None].expand_as(pos), pos % size]
 
@@ -296,7 +297,7 @@ class MultiScaleTransformer(nn.Module):
         """One position's rotation past the table. A decoding step asks for the same few positions
         once per stack and cross block; computing one costs more than the attention it feeds, so the
         last few are kept (a bounded dict, so memory stays flat however long generation runs)."""
-        cache = self.__dict__.setdefault("_rope_recent", {})
+        cache = self._rope_recent
         rotation = cache.get(position)
         if rotation is None:
             if len(cache) >= 64:
