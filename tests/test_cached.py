@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from multiscale_transformer.generation import cached
 from multiscale_transformer.generation.cached import CachedDecoder
 from multiscale_transformer.generation.decoder import FullDecoder, keep_after_overflow
 from multiscale_transformer.generation.generate import stream
@@ -131,13 +132,23 @@ def test_batched_prefill_equals_one_row_at_a_time() -> None:
     together = CachedDecoder(model, 4).prefill_rows([3, 1, 0, 2], prompts)
     for i, prompt in enumerate(prompts):
         torch.testing.assert_close(together[i], FullDecoder(model).prefill_row(0, prompt), rtol=0, atol=1e-5)
+    # every row in one call, not in row order (a server gives out free rows in any order)
+    same_length = [list(b"abcdef"), list(b"uvwxyz")]
+    together = CachedDecoder(model, 2).prefill_rows([1, 0], same_length)
+    for i, prompt in enumerate(same_length):
+        torch.testing.assert_close(together[i], FullDecoder(model).prefill_row(0, prompt), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [cached.PREFILL_CHUNK, 5])
 @pytest.mark.parametrize("option", sorted({**OPTIONS, "published": FEATURES}))
-def test_a_prompt_that_starts_like_the_cached_one_runs_only_the_rest(option: str) -> None:
+def test_a_prompt_that_starts_like_the_cached_one_runs_only_the_rest(
+    option: str, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Prompt reuse (llama.cpp's cache_prompt): a row that held a prompt, and the bytes generated
     after it, prefills a prompt that starts the same way from where they differ, and then gives
-    exactly what a fresh decoder gives, at the prefill and at every step after it."""
+    exactly what a fresh decoder gives, at the prefill and at every step after it; also when the rest
+    runs in chunks (PREFILL_CHUNK; 5 bytes: chunks that start anywhere in a coarse token)."""
+    monkeypatch.setattr(cached, "PREFILL_CHUNK", chunk)
     model = make_model("tiny", seed=5, **({**FEATURES, **OPTIONS[option]} if option in OPTIONS else FEATURES))
     data = list(b"def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1)\n")
     decoder = CachedDecoder(model, 2)

@@ -60,6 +60,7 @@ class CacheView:
     length: int
     first: int = 0
     at: tuple[int, int] | None = None
+    every_row: bool = False  # rows are 0 .. batch - 1 in order: reads need no gather
 
     @classmethod
     def of(cls, cache: KVCache, rows: list[int], first: list[int], n: int, length: int, lo: int = 0) -> CacheView:
@@ -68,14 +69,16 @@ class CacheView:
             return cls(cache, None, None, length, lo, (rows[0], first[0] % cache.capacity))
         device = cache.k.device
         pos = torch.tensor(first, device=device)[:, None] + torch.arange(n, device=device)  # (R, n)
-        return cls(cache, torch.tensor(rows, device=device), pos % cache.capacity, length, lo)
+        every = rows == list(range(cache.k.shape[0]))
+        return cls(cache, torch.tensor(rows, device=device), pos % cache.capacity, length, lo, every_row=every)
 
     @classmethod
     def reader(cls, cache: KVCache, rows: list[int], length: int, lo: int = 0) -> CacheView:
         """Rows `rows` read keys lo .. length - 1 and write none."""
         if len(rows) == 1:
             return cls(cache, None, None, length, lo, (rows[0], 0))
-        return cls(cache, torch.tensor(rows, device=cache.k.device), None, length, lo)
+        every = rows == list(range(cache.k.shape[0]))
+        return cls(cache, torch.tensor(rows, device=cache.k.device), None, length, lo, every_row=every)
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (R, H, S, hd) and return the cached keys/values read, (R, H, length - first, hd)."""
@@ -96,20 +99,24 @@ class CacheView:
     def read(self) -> tuple[torch.Tensor, torch.Tensor]:
         k, v, cap = self.cache.k, self.cache.v, self.cache.capacity
         lo, hi = self.first, self.length
-        if self.at is not None:
-            k, v = k.narrow(0, self.at[0], 1), v.narrow(0, self.at[0], 1)
-        elif self.rows is not None and self.rows.numel() != k.shape[0]:
-            k, v = k[self.rows], v[self.rows]
+        # Rows first where that is a view (one row, or all); any other subset after the positions
+        # are cut out, so that the gather copies only the keys read, not each row's whole ring.
+        rows = None if self.at is not None or self.every_row else self.rows
+        if self.at is not None or (rows is not None and rows.numel() == 1):
+            row = self.at[0] if self.at is not None else int(rows[0])  # type: ignore[index]
+            k, v, rows = k.narrow(0, row, 1), v.narrow(0, row, 1), None
         one = stretch(lo, hi - lo, cap)
         if one is not None:
-            return k[:, :, one], v[:, :, one]
-        a, b = lo % cap, (hi - 1) % cap + 1
-        if hi - lo <= cap:  # wrapped once: the ring's end, then its start (keys in position order)
-            return torch.cat([k[:, :, a:], k[:, :, :b]], 2), torch.cat([v[:, :, a:], v[:, :, :b]], 2)
-        # Rows far apart (one past the context, one near its start): every position of the range, a
-        # slot read once per position that maps to it; each row's mask keeps only what it holds.
-        slots = torch.arange(lo, hi, device=k.device) % cap
-        return k[:, :, slots], v[:, :, slots]
+            k, v = k[:, :, one], v[:, :, one]
+        elif hi - lo <= cap:  # wrapped once: the ring's end, then its start (keys in position order)
+            a, b = lo % cap, (hi - 1) % cap + 1
+            k, v = torch.cat([k[:, :, a:], k[:, :, :b]], 2), torch.cat([v[:, :, a:], v[:, :, :b]], 2)
+        else:
+            # Rows far apart (one past the context, one near its start): every position of the range,
+            # a slot read once per position that maps to it; each row's mask keeps only what it holds.
+            slots = torch.arange(lo, hi, device=k.device) % cap
+            k, v = k[:, :, slots], v[:, :, slots]
+        return (k, v) if rows is None else (k[rows], v[rows])
 
 
 class Rows(NamedTuple):
