@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from multiscale_transformer.generation import cached
 from multiscale_transformer.generation.cached import CachedDecoder
 from multiscale_transformer.generation.decoder import FullDecoder, keep_after_overflow
 from multiscale_transformer.generation.generate import stream
@@ -139,16 +138,12 @@ def test_batched_prefill_equals_one_row_at_a_time() -> None:
         torch.testing.assert_close(together[i], FullDecoder(model).prefill_row(0, prompt), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("chunk", [cached.PREFILL_CHUNK, 5])
 @pytest.mark.parametrize("option", sorted({**OPTIONS, "published": FEATURES}))
-def test_a_prompt_that_starts_like_the_cached_one_runs_only_the_rest(
-    option: str, chunk: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_prompt_that_starts_like_the_cached_one_runs_only_the_rest(option: str) -> None:
     """Prompt reuse (llama.cpp's cache_prompt): a row that held a prompt, and the bytes generated
     after it, prefills a prompt that starts the same way from where they differ, and then gives
-    exactly what a fresh decoder gives, at the prefill and at every step after it; also when the rest
-    runs in chunks (PREFILL_CHUNK; 5 bytes: chunks that start anywhere in a coarse token)."""
-    monkeypatch.setattr(cached, "PREFILL_CHUNK", chunk)
+    exactly what a fresh decoder gives, at the prefill and at every step after it (with windows, the
+    rest's queries run blocked from an offset: attention.Local)."""
     model = make_model("tiny", seed=5, **({**FEATURES, **OPTIONS[option]} if option in OPTIONS else FEATURES))
     data = list(b"def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1)\n")
     decoder = CachedDecoder(model, 2)

@@ -24,8 +24,6 @@ from multiscale_transformer.generation.decoder import LanguageModel, keep_after_
 from multiscale_transformer.model.cache import ModelCache
 from multiscale_transformer.model.layers import forget_packed
 
-PREFILL_CHUNK = 512  # bytes per call when a long prefill extends a cached prefix (`_last_logits`)
-
 
 class CachedDecoder:
     """Implements the Decoder protocol with a ModelCache of `batch_size` rows."""
@@ -111,15 +109,6 @@ class CachedDecoder:
 
     def _last_logits(self, ids: torch.Tensor, rows: list[int], positions: list[int]) -> torch.Tensor:
         """The model's forward over new bytes ids (R, T) of cache rows `rows`, first at `positions`:
-        the logits after each row's last byte, (R, V).
-
-        A long call that extends cached prefixes runs in chunks of PREFILL_CHUNK bytes (llama.cpp's
-        ubatch): such a call's queries start past position 0, where attention takes an explicit mask
-        of its queries by the keys they may read (model.py `_mask`), quadratic in the call's length
-        (an 8,129-byte continuation took 6x the time of the same bytes from position 0). A chunk's
-        mask is at most its length by its length plus the widest window."""
-        T = ids.shape[1]
-        step = PREFILL_CHUNK if any(positions) else T  # from position 0 the windows run blocked (Local)
-        for a in range(0, T, step):
-            hidden = self.model.hidden(ids[:, a : a + step], self.cache.at(rows, [p + a for p in positions]))
+        the logits after each row's last byte, (R, V)."""
+        hidden = self.model.hidden(ids, self.cache.at(rows, positions))
         return self.model.head(hidden[:, -1])

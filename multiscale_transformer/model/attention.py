@@ -19,13 +19,15 @@ CAUSAL = "causal"
 @dataclass(frozen=True)
 class Local:
     """Windowed attention of queries 0..n-1 over keys 0..m-1, computed block by block so that no
-    n x m mask or score matrix is ever built: query i ends at i * query_step, key j at j * key_step,
-    and a query reads the keys that end within `window` positions up to its own (scales.may_read).
-    The window is a multiple of both steps (ModelConfig checks)."""
+    n x m mask or score matrix is ever built: query i ends at (offset + i) * query_step, key j at
+    j * key_step, and a query reads the keys that end within `window` positions up to its own
+    (scales.may_read). The window is a multiple of both steps (ModelConfig checks). An offset is a
+    call that extends a cached prefix: its keys start before its queries (model.py `_mask`)."""
 
     window: int
     query_step: int
     key_step: int
+    offset: int = 0
 
 
 Mask = torch.Tensor | str | Local | None
@@ -69,9 +71,11 @@ def _local(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, local: Local, drop
     """
     R, H, n, hd = q.shape
     bq, bk = local.window // local.query_step, local.window // local.key_step
-    nb = -(-n // bq)
+    skip = local.offset  # queries before the call's first: padding, computed and dropped
+    nb = -(-(skip + n) // bq)
     # (nb R, H, bq, hd): block-major, so the first block's rows come first
-    q = F.pad(q, (0, 0, 0, nb * bq - n)).view(R, H, nb, bq, hd).permute(2, 0, 1, 3, 4).reshape(nb * R, H, bq, hd)
+    q = F.pad(q, (0, 0, skip, nb * bq - n - skip)).view(R, H, nb, bq, hd)
+    q = q.permute(2, 0, 1, 3, 4).reshape(nb * R, H, bq, hd)
     total = (nb + 1) * bk  # bk zeros before key 0, then keys up to the last block's end
 
     def blocks(x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +89,7 @@ def _local(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, local: Local, drop
     if nb > 1:
         y.append(F.scaled_dot_product_attention(q[R:], k[R:], v[R:], attn_mask=band, dropout_p=dropout))
     out = torch.cat(y) if nb > 1 else y[0]  # (nb R, H, bq, hd)
-    out = out.view(nb, R, H, bq, hd).permute(1, 0, 3, 2, 4).reshape(R, nb * bq, H * hd)[:, :n]
+    out = out.view(nb, R, H, bq, hd).permute(1, 0, 3, 2, 4).reshape(R, nb * bq, H * hd)[:, skip : skip + n]
     return out.reshape(R * n, H * hd)
 
 

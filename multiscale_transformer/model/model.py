@@ -240,6 +240,7 @@ class MultiScaleTransformer(nn.Module):
             k_t, window = target.k, self._window(target.k)
             length = max((f + target.n - 1) * k_t for f in target.first) // k_s + 1  # sources ending by then
             lo = max(0, (min(target.first) * k_t - window) // k_s + 1) if window else 0  # and in a window
+            lo -= lo % (k_t // math.gcd(k_t, k_s))  # a key ending where a target token could: `_mask`'s blocks
             keys = CacheView.reader(kv, _sub(at.rows, target.rows), length, lo).read()
         else:
             lo = 0
@@ -310,11 +311,13 @@ class MultiScaleTransformer(nn.Module):
         """Attention of the span's tokens (ending at (first + i) * unit) over keys lo .. length - 1,
         key j ending at j * key_step, within `window` (0: none; scales.may_read). None when one query
         reads exactly its visible keys, CAUSAL for square self-attention from position 0, Local for a
-        window over whole sequences (no n x m mask)."""
+        window over tokens that start at one position in every row (no n x m mask; a call that extends
+        a cached prefix too, or its mask would grow with its length times the keys it reads)."""
         if window and (max(span.first) + span.n - 1) * unit < window:
             window = 0  # every query's window reaches back to position 0: the same as none
-        if window and not any(span.first) and span.n > 1:
-            return Local(window, unit, key_step)
+        if window and span.n > 1 and len(set(span.first)) == 1 and lo * key_step % unit == 0:
+            # key lo ends at byte lo * key_step: the queries sit `offset` of their steps after it
+            return Local(window, unit, key_step, span.first[0] - lo * key_step // unit)
         if span.n == 1 and len(span.rows) == 1:
             end = span.first[0] * unit
             first_visible = max(0, (end - window) // key_step + 1) if window else 0
