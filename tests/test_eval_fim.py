@@ -41,8 +41,11 @@ def test_the_report_has_fim_numbers_only_for_a_fim_model(fim: bool) -> None:
     assert report["fim_trained"] is fim and report["line"]["holes"] == 3 and report["block"]["holes"] == 3
     assert report["line"]["prefix_only_bits_per_byte"] > 0
     assert ("prefix_and_suffix_bits_per_byte" in report["block"]) is fim
-    assert set(report["single_line_exact_match"]) == ({"prefix_only", "prefix_and_suffix"} if fim else {"prefix_only"})
-    assert set(report["single_line_ended"]) == ({"by_eos_or_stop_rule", "by_eos"} if fim else set())
+    with_suffix = {"prefix_and_suffix", "prefix_and_suffix_editor"} if fim else set()
+    assert set(report["single_line_exact_match"]) == {"prefix_only", *with_suffix}
+    assert set(report["single_line_ended"]) == ({"greedy", "editor"} if fim else set())
+    for ended in report["single_line_ended"].values():
+        assert set(ended) == {"by_eos_or_stop_rule", "by_eos", "mean_bytes", "stopped_by"}
 
 
 def test_axl_eval_fim_prints_json(tmp_path: Path) -> None:
@@ -83,15 +86,32 @@ def test_exact_match_counts_the_holes_whose_greedy_answer_is_the_middle() -> Non
         for i, mode in enumerate(("prefix_only", "prefix_and_suffix"))
     }
     assert all(1 / 3 <= rate <= 2 / 3 for rate in rates.values()), rates  # neither none nor all
+
+    def editor_line(h: Hole) -> bytes:  # the editors' sampler chain: its first line, the same way
+        plan = fim.plan(model.config, Infill(h.prefix, h.suffix), limit)
+        return b"".join(TextStream(model, plan.ids, plan.max_tokens, infilling.EDITOR, [b"\n"]))
+
+    rates["prefix_and_suffix_editor"] = sum(h.middle == editor_line(h) for h in holes) / len(holes)
     assert evaluate_infilling(model, holes).exact_match == rates
 
 
 def test_ended_counts_infills_that_stop_before_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An untrained model copies its last byte until the cap: none end. Infills that end (here by EOS
-    after 3 bytes, as a model that learned where a middle ends would) are counted as ended."""
+    """An untrained model copies its last byte until the cap: greedy, none end (it writes no newline, so no
+    line repeats). Infills that end (here after 3 bytes, as a model that learned where a middle ends
+    would) are counted as ended, by what ended them; both samplings are reported apart."""
     model = make_model("tiny", fim=True)
     holes = make_holes([Document("a.py", SOURCE)], per_kind=4, window=model.config.max_seq_len)
-    assert evaluate_infilling(model, holes).ended == {"by_eos_or_stop_rule": 0.0, "by_eos": 0.0}
-    stopped = iter(["eos", "word", "length", "indent"])
-    monkeypatch.setattr(infilling, "_greedy_infill", lambda model, hole: (hole.middle[:3], next(stopped)))
-    assert evaluate_infilling(model, holes).ended == {"by_eos_or_stop_rule": 0.75, "by_eos": 0.25}
+    cap = max_middle("line", model.config.max_seq_len) + 1
+    greedy = evaluate_infilling(model, holes).ended["greedy"]
+    assert greedy == {"by_eos_or_stop_rule": 0.0, "by_eos": 0.0, "mean_bytes": cap, "stopped_by": {"length": 1.0}}
+    stopped = {"greedy": iter(["eos", "word", "length", "indent"]), "editor": iter(["repeat", "eos", "eos", "length"])}
+
+    def fake(model: object, hole: Hole, params: SamplingParams) -> tuple[bytes, str]:
+        return hole.middle[:3], next(stopped["editor" if params.infill else "greedy"])
+
+    monkeypatch.setattr(infilling, "_infill", fake)
+    ended = evaluate_infilling(model, holes).ended
+    shares = {"eos": 0.25, "indent": 0.25, "length": 0.25, "word": 0.25}
+    assert ended["greedy"] == {"by_eos_or_stop_rule": 0.75, "by_eos": 0.25, "mean_bytes": 3.0, "stopped_by": shares}
+    shares = {"eos": 0.5, "length": 0.25, "repeat": 0.25}
+    assert ended["editor"] == {"by_eos_or_stop_rule": 0.75, "by_eos": 0.5, "mean_bytes": 3.0, "stopped_by": shares}

@@ -1,12 +1,20 @@
-"""Where an infilling ends besides EOS: llama.cpp's n_indent and t_max_predict_ms (generation/row.py), single-line
-mode and the start of the suffix (generation/fim.py `editor_stops`), and whether the prompt had to be cut."""
+"""Where an infilling ends besides EOS: llama.cpp's n_indent and t_max_predict_ms and a repeated line
+(generation/row.py), single-line mode and the start of the suffix (generation/fim.py `editor_stops`), and
+whether the prompt had to be cut."""
 
 from __future__ import annotations
 
 import pytest
 
 from multiscale_transformer.generation.fim import Infill, editor_stops, infill_prompt, truncated
-from multiscale_transformer.generation.row import CompletionOptions, RowState, dedent, open_line
+from multiscale_transformer.generation.row import (
+    CompletionOptions,
+    RowState,
+    dedent,
+    open_line,
+    open_repeat,
+    repeated_line,
+)
 
 
 def feed(text: bytes, **options: object) -> tuple[bytes, list[bytes], RowState]:
@@ -80,3 +88,19 @@ def test_truncated_says_whether_the_prompt_kept_everything() -> None:
 def test_negative_n_indent_is_refused() -> None:
     with pytest.raises(Exception, match="n_indent"):
         CompletionOptions(max_tokens=1, min_indent=-1)
+
+
+def test_a_line_that_repeats_the_one_before_ends_the_completion_before_it() -> None:
+    """Continue's stopAtRepeatingLines, as a server can apply it: a model that loops ends after the first
+    copy, and the copy's bytes are never released (a line that only starts like the one before is)."""
+    loop = b'"iterator",\n    "iterator",\n    "iterator",\n    "iterator",\n'
+    out, pieces, state = feed(loop, stop_repeated_lines=True)
+    assert out == b'"iterator",\n    "iterator",' and (state.finish_reason, state.stopped_by) == ("stop", "repeat")
+    assert b"".join(pieces).count(b"iterator") == 2
+    out, _, state = feed(b"    x = 1\n    x = 2\n    x = 1\n", stop_repeated_lines=True)  # starts alike, differs
+    assert out == b"    x = 1\n    x = 2\n    x = 1" and state.finish_reason is None  # last newline waits
+    out, _, state = feed(b"a\n\n\n\nb\n", stop_repeated_lines=True)  # blank lines are not a loop
+    assert out == b"a\n\n\n\nb" and state.finish_reason is None
+    assert feed(loop)[0] == loop  # off unless asked for (every infilling asks: serving/request.py)
+    assert repeated_line(bytearray(b"x\ny\ny\n")) == 3 and repeated_line(bytearray(b"y\ny")) is None
+    assert open_repeat(bytearray(b"ab\na")) == 2 and open_repeat(bytearray(b"ab\nac")) == 0

@@ -184,6 +184,24 @@ def test_llama_vim_and_vscode_fields(http: httpx.Client, model: MultiScaleTransf
     assert (many["tokens_evaluated"], many["truncated"]) == (model.config.max_seq_len, True)
 
 
+def test_samplers_choose_the_chain_as_llama_cpp_does(http: httpx.Client, model: MultiScaleTransformer) -> None:
+    """llama.vscode and llama.vim send `"samplers": ["top_k", "top_p", "infill"]`: only those act (no
+    temperature: 1; no penalties), then a byte is drawn; names or letters alike; each reply is the Python
+    API's infilling under that chain (same seed). Without "infill" in the list, it is off."""
+    body = {"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": 48, "temperature": 0.5, "top_k": 40,
+            "top_p": 0.99, "repeat_penalty": 1.3, "seed": 3, "samplers": ["top_k", "top_p", "infill"]}  # fmt: skip
+    chain = SamplingParams(1.0, 40, 0.99, 1.0, infill=True)
+    reply = http.post("/infill", json=body).json()
+    assert reply["content"] == fim.infill(model, PREFIX, SUFFIX, 48, chain, None, 3)
+    settings = reply["generation_settings"]
+    assert (settings["temperature"], settings["repeat_penalty"]) == (1.0, 1.0)
+    assert http.post("/infill", json={**body, "samplers": "kpi"}).json()["content"] == reply["content"]
+    listed = http.post("/infill", json={**body, "samplers": ["temperature", "top_k", "min_p", "no-such"]}).json()
+    assert listed["content"] == fim.infill(model, PREFIX, SUFFIX, 48, SamplingParams(0.5, 40, None, 1.0), None, 3)
+    greedy = http.post("/infill", json={**body, "temperature": 0}).json()  # 0 stays greedy
+    assert greedy["content"] == fim.infill(model, PREFIX, SUFFIX, 48, SamplingParams(0.0, 40, 0.99, 1.0, infill=True))
+
+
 def llama_cpp_outcome(model: MultiScaleTransformer, prompt: str, body: dict) -> tuple[str, str, str]:
     """What llama.cpp's /completion must answer (content, stop_type, stopping_word), derived from the same
     generation without stop words: the stops change where the text ends, never which bytes are sampled."""

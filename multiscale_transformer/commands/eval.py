@@ -170,14 +170,14 @@ def _run_fim(model: Any, docs: list, args: argparse.Namespace) -> int:
         )
     exact = report.exact_match
     if exact:
-        parts = [f"prefix only {exact['prefix_only']:.0%}"]
-        if "prefix_and_suffix" in exact:
-            parts.append(f"prefix+suffix {exact['prefix_and_suffix']:.0%}")
-        print(f"\ngreedy single-line exact match: {', '.join(parts)}")
-    if report.ended:
-        ended = report.ended
+        print(f"\nsingle-line exact match, greedy from the prefix only: {exact['prefix_only']:.0%}")
+    labels = {"greedy": "greedy", "editor": "llama.vscode/llama.vim samplers (top-k 40, top-p 0.99, infill)"}
+    for name, ended in report.ended.items():
+        key = "prefix_and_suffix" if name == "greedy" else f"prefix_and_suffix_{name}"
         print(
-            f"single-line infills that ended before the cap: {ended['by_eos_or_stop_rule']:.0%} "
-            f"(by EOS alone {ended['by_eos']:.0%}; stop rules: the suffix's next line, n_indent)"
+            f"single-line infills with the suffix, {labels[name]}: {exact[key]:.0%} exact, "
+            f"{ended['by_eos_or_stop_rule']:.0%} ended before the cap (by EOS {ended['by_eos']:.0%}; "
+            f"stop rules: the suffix's next line, a repeated line, n_indent), "
+            f"{ended['mean_bytes']:.0f} bytes on average"
         )
     return 0

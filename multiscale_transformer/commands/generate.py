@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         frequency_penalty=args.frequency_penalty,
         presence_penalty=args.presence_penalty,
         logit_bias=dict(args.logit_bias),
+        stop_repeated_lines=bool(args.suffix),  # as the server ends an infilling
     )
     out = sys.stdout
     if not args.no_echo:

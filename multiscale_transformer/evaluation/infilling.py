@@ -7,10 +7,13 @@ prompt of generation/fim.py, exactly what the server sends), given the same pref
 suffix adds), and given as much prefix as the context holds (plain left-to-right reading, more
 prefix than the FIM prompt keeps), and the exact-match rate of greedy single-line infilling with
 the suffix and with the long prefix alone (both compare the first line written). The infilling with
-the suffix runs as an editor's request is served: the editor stops of generation/fim.py and
-llama.cpp's n_indent at the cursor line's indentation, capped at the room an infilling has; the
-report says how many single-line infills ended by themselves before the cap (EOS or a stop rule)
-and how many by EOS alone.
+the suffix runs as an editor's request is served: the stops of every infilling (generation/fim.py:
+the suffix's next line, a repeated line) and llama.cpp's n_indent at the cursor line's indentation,
+capped at the room an infilling has; once greedy, once with the sampler chain that llama.vscode and
+llama.vim ask for (top-k 40, top-p 0.99 and llama.cpp's infill sampler, then the most likely byte
+left: `EDITOR`). For each, the report says how many single-line infills ended by themselves before
+the cap (EOS or a stop rule), how many by EOS alone, how long they ran and how many first lines
+were exact.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ if TYPE_CHECKING:
     from multiscale_transformer.training.data import Document
 
 GREEDY = SamplingParams(0.0, None, None, 1.0)
+# llama.vscode's and llama.vim's `"samplers": ["top_k", "top_p", "infill"]` with top_k 40, top_p 0.99,
+# made deterministic: the most likely byte among those the chain leaves.
+EDITOR = SamplingParams(0.0, 40, 0.99, 1.0, infill=True)
+ENDED_BY = ("eos", "word", "indent", "repeat")  # RowState.stopped_by values that are not the cap
 KINDS = ("line", "block")
 
 
@@ -90,6 +97,33 @@ def _hole(doc: Document, i: int, kind: str, rng: random.Random, longest: int) ->
 
 
 @dataclass
+class Infills:
+    """Single-line infillings with the suffix under one sampling: sums over the holes."""
+
+    exact: int = 0  # first line written == the hidden line
+    ended: int = 0  # ended before the cap (EOS or a stop rule)
+    ended_eos: int = 0  # ... by EOS
+    written: int = 0  # bytes written
+    stopped_by: dict[str, int] = field(default_factory=dict)  # RowState.stopped_by -> holes
+
+    def add(self, hole: Hole, text: bytes, stopped_by: str | None) -> None:
+        self.exact += text.split(b"\n")[0] == hole.middle
+        self.ended += stopped_by in ENDED_BY
+        self.ended_eos += stopped_by == "eos"
+        self.written += len(text)
+        self.stopped_by[str(stopped_by)] = self.stopped_by.get(str(stopped_by), 0) + 1
+
+    def shares(self, n: int) -> dict[str, Any]:
+        """The report's numbers over n holes."""
+        return {
+            "by_eos_or_stop_rule": self.ended / n,
+            "by_eos": self.ended_eos / n,
+            "mean_bytes": self.written / n,
+            "stopped_by": {reason: count / n for reason, count in sorted(self.stopped_by.items())},
+        }
+
+
+@dataclass
 class KindScore:
     """Sums over the holes of one kind."""
 
@@ -98,10 +132,8 @@ class KindScore:
     fim_bits: float = 0.0
     prefix_bits: float = 0.0  # the FIM prompt's prefix, without the suffix
     long_prefix_bits: float = 0.0  # as much prefix as the context holds
-    exact_fim: int = 0
     exact_prefix: int = 0
-    ended: int = 0  # single-line infills that ended before the cap (EOS or a stop rule)
-    ended_eos: int = 0  # ... by EOS
+    infills: dict[str, Infills] = field(default_factory=dict)  # single lines with the suffix, by sampling
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -120,7 +152,7 @@ class FimReport:
     fim_trained: bool
     kinds: dict[str, KindScore] = field(default_factory=dict)
     exact_match: dict[str, float] = field(default_factory=dict)
-    ended: dict[str, float] = field(default_factory=dict)
+    ended: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -152,16 +184,16 @@ def evaluate_infilling(model: MultiScaleTransformer, holes: Sequence[Hole], exac
         if exact and hole.kind == "line":
             s.exact_prefix += _greedy_prefix_only(model, hole) == hole.middle
             if model.config.fim:
-                text, stopped_by = _greedy_infill(model, hole)
-                s.exact_fim += text.split(b"\n")[0] == hole.middle
-                s.ended += stopped_by in ("eos", "word", "indent")
-                s.ended_eos += stopped_by == "eos"
+                for name, params in (("greedy", GREEDY), ("editor", EDITOR)):
+                    s.infills.setdefault(name, Infills()).add(hole, *_infill(model, hole, params))
     lines = report.kinds["line"]
     if exact and lines.holes:
-        report.exact_match["prefix_only"] = lines.exact_prefix / lines.holes
+        n = lines.holes
+        report.exact_match["prefix_only"] = lines.exact_prefix / n
         if model.config.fim:
-            report.exact_match["prefix_and_suffix"] = lines.exact_fim / lines.holes
-            report.ended = {"by_eos_or_stop_rule": lines.ended / lines.holes, "by_eos": lines.ended_eos / lines.holes}
+            report.exact_match["prefix_and_suffix"] = lines.infills["greedy"].exact / n
+            report.exact_match["prefix_and_suffix_editor"] = lines.infills["editor"].exact / n
+            report.ended = {name: i.shares(n) for name, i in lines.infills.items()}
     return report
 
 
@@ -179,14 +211,16 @@ def _bits(model: MultiScaleTransformer, context: list[int], target: bytes) -> fl
     return float(nats) / float(torch.log(torch.tensor(2.0)))
 
 
-def _greedy_infill(model: MultiScaleTransformer, hole: Hole) -> tuple[bytes, str | None]:
-    """The greedy infilling of an editor's request at the hole, and what ended it (RowState.stopped_by)."""
+def _infill(model: MultiScaleTransformer, hole: Hole, params: SamplingParams) -> tuple[bytes, str | None]:
+    """An editor's infilling request at the hole, and what ended it (RowState.stopped_by)."""
     limit = max_middle("line", model.config.max_seq_len) + 1
     infill = Infill(hole.prefix, hole.suffix)
     plan = fim.plan(model.config, infill, limit)
     line = hole.prefix[hole.prefix.rfind(b"\n") + 1 :]  # the cursor's line up to the cursor
     indent = len(line) - len(line.lstrip(b" \t"))
-    stream = TextStream(model, plan.ids, plan.max_tokens, GREEDY, list(plan.stop), min_indent=indent)
+    stream = TextStream(
+        model, plan.ids, plan.max_tokens, params, list(plan.stop), min_indent=indent, stop_repeated_lines=True
+    )
     return b"".join(stream), stream.stopped_by
 
 

@@ -223,7 +223,8 @@ def infill(
     """The model's middle between `prefix` and `suffix` (what the server's FIM endpoints return)."""
     wanted = Infill(text_bytes(prefix), text_bytes(suffix))
     p = plan(model.config, wanted, max_new_tokens, stop or ())
-    out = b"".join(TextStream(model, p.ids, p.max_tokens, params, list(p.stop), seed))
+    stream = TextStream(model, p.ids, p.max_tokens, params, list(p.stop), seed, stop_repeated_lines=True)
+    out = b"".join(stream)
     return out.decode("utf-8", "replace")
 
 

@@ -156,6 +156,7 @@ class TextStream:
         presence_penalty: float = 0.0,
         logit_bias: dict[int, float] | None = None,
         min_indent: int = 0,
+        stop_repeated_lines: bool = False,
     ) -> None:
         check_prompts(model, [list(prompt_ids)])
         self.model = model
@@ -168,10 +169,11 @@ class TextStream:
             presence_penalty,
             dict(logit_bias or {}),
             min_indent=min_indent,
+            stop_repeated_lines=stop_repeated_lines,
         )
         self.generator = make_generator(seed)
         self.finish_reason: str | None = None
-        self.stopped_by: str | None = None  # RowState.stopped_by: eos, word, indent, time or length
+        self.stopped_by: str | None = None  # RowState.stopped_by: eos, word, indent, repeat, time or length
         self.n_generated = 0
 
     def __iter__(self) -> Iterator[bytes]:

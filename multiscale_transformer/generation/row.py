@@ -38,6 +38,10 @@ class CompletionOptions:
     # llama.cpp's t_max_predict_ms, in seconds: once generating took longer, the completion ends at
     # the next newline (the suggestion stays whole lines); None = no budget.
     max_predict_s: float | None = None
+    # Continue's stopAtRepeatingLines, as a server can apply it: a line (with text) that repeats the
+    # line before it ends the completion before it. A small model that loops writes the same line
+    # again and again; every infilling (generation/fim.py) asks for this.
+    stop_repeated_lines: bool = False
 
     def __post_init__(self) -> None:
         if self.max_tokens < 0:
@@ -85,8 +89,8 @@ class RowState:
         self.n_generated = 0
         self.finish_reason: str | None = None
         self.stop_hit: bytes | None = None  # the stop sequence that ended the completion, if one did
-        # What ended it: "eos", "word" (a stop sequence), "indent" (min_indent), "time" (max_predict_s),
-        # "length" (max_tokens), or what `end` was given.
+        # What ended it: "eos", "word" (a stop sequence), "indent" (min_indent), "repeat"
+        # (stop_repeated_lines), "time" (max_predict_s), "length" (max_tokens), or what `end` was given.
         self.stopped_by: str | None = None
         self.started: float | None = None  # when the first byte was accepted (max_predict_s counts from it)
 
@@ -117,11 +121,17 @@ class RowState:
             return self._finish(cut, "stop", "word")
         if o.min_indent and (cut := dedent(self.out, o.min_indent)) is not None:
             return self._finish(cut, "stop", "indent")
+        if o.stop_repeated_lines and (cut := repeated_line(self.out)) is not None:
+            return self._finish(cut, "stop", "repeat")
         if token == NEWLINE and o.max_predict_s is not None and time.perf_counter() - self.started > o.max_predict_s:
             return self._finish(len(self.out) - 1, "length", "time")
         if self.n_generated >= o.max_tokens:
             return self._finish(len(self.out), "length", "length")
-        held = max(held_back(self.out, self.stop), open_line(self.out) if o.min_indent else 0)
+        held = max(
+            held_back(self.out, self.stop),
+            open_line(self.out) if o.min_indent else 0,
+            open_repeat(self.out) if o.stop_repeated_lines else 0,
+        )
         return Accepted(self._release(len(self.out) - held), None)
 
     def end(self, reason: str) -> Accepted:
@@ -175,3 +185,26 @@ def open_line(out: bytearray) -> int:
     shows whether it is indented enough to keep."""
     start = out.rfind(b"\n")
     return len(out) - start if start >= 0 and not out[start + 1 :].strip(b" \t") else 0
+
+
+def repeated_line(out: bytearray) -> int | None:
+    """Where a completion ends under `stop_repeated_lines`: before the line it just finished (the newline
+    ahead of it) when that line has text and equals the line before it, indentation included; else None."""
+    if not out.endswith(b"\n"):
+        return None
+    start = out.rfind(b"\n", 0, len(out) - 1) + 1
+    if start == 0:
+        return None  # the first line has no line before it
+    line = out[start:-1]
+    previous = out[out.rfind(b"\n", 0, start - 1) + 1 : start - 1]
+    return start - 1 if line == previous and line.strip() else None
+
+
+def open_repeat(out: bytearray) -> int:
+    """Bytes held back under `stop_repeated_lines`: the unfinished last line and the newline before it,
+    while that line could still turn out to repeat the one before it."""
+    start = out.rfind(b"\n")
+    if start < 0:
+        return 0
+    previous = out[out.rfind(b"\n", 0, start) + 1 : start]
+    return len(out) - start if previous.strip() and previous.startswith(out[start + 1 :]) else 0

@@ -14,6 +14,7 @@ import torch
 
 from multiscale_transformer.errors import UserError
 from multiscale_transformer.model.config import GENERATION_DEFAULTS
+from multiscale_transformer.model.vocab import EOS_ID
 
 # Below this temperature sampling is greedy. Smaller values are not representable as a divisor in
 # float32 (1e-300 is 0 there), and at 1e-5 a logit gap of 0.001 already gives odds of e^100 : 1.
@@ -28,6 +29,7 @@ class SamplingParams:
     top_k: int | None = GENERATION_DEFAULTS["top_k"]
     top_p: float | None = GENERATION_DEFAULTS["top_p"]
     repetition_penalty: float = GENERATION_DEFAULTS["repetition_penalty"]
+    infill: bool = False  # llama.cpp's "infill" sampler after top-k and top-p (`infill_filter`)
 
     def __post_init__(self) -> None:
         if not 0 <= self.temperature < float("inf"):
@@ -95,6 +97,36 @@ def top_p_filter(logits: torch.Tensor, p: float | None) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+# llama.cpp's infill sampler: EOS wins outright when it holds more than 1/(3n) of the text's mass
+# among n candidates; otherwise the text ids below this probability are dropped.
+INFILL_EOS_WEIGHT = 3.0
+INFILL_KEEP = 0.2
+
+
+def infill_filter(logits: torch.Tensor) -> torch.Tensor:
+    """llama.cpp's `infill` sampler (what llama.vscode and llama.vim ask for with `"samplers": ["top_k",
+    "top_p", "infill"]`) on logits (B, V) whose excluded ids are -inf: an infilling ends where the model
+    gives its end a real chance or is sure of no byte.
+
+    Per row, over the n ids still allowed: EOS alone when 3 * n * P(EOS) > P(text); else the text
+    ids with P >= 0.2 are kept (with EOS, when allowed), and EOS alone when none is; then, among the
+    kept ones renormalised, the text ids below 1 / (kept text ids + 1) are dropped too. llama.cpp's
+    other step, merging tokens that are prefixes of each other, has nothing to merge among bytes."""
+    allowed = logits > float("-inf")
+    probs = torch.softmax(logits, dim=-1)
+    is_eos = torch.zeros_like(allowed)
+    is_eos[:, EOS_ID] = True
+    p_eos = probs[:, EOS_ID : EOS_ID + 1]
+    n = allowed.sum(-1, keepdim=True)
+    text = allowed & ~is_eos
+    kept = text & (probs >= INFILL_KEEP)
+    renormed = probs / (probs * (kept | (allowed & is_eos))).sum(-1, keepdim=True)
+    kept &= renormed >= 1.0 / (kept.sum(-1, keepdim=True) + 1)
+    only_eos = (INFILL_EOS_WEIGHT * n * p_eos > 1.0 - p_eos) | ~kept.any(-1, keepdim=True)
+    keep = torch.where(only_eos, is_eos, kept | (allowed & is_eos))
+    return logits.masked_fill(~keep, float("-inf")).masked_fill(only_eos & is_eos, 0.0)
+
+
 def sample_next(
     logits: torch.Tensor,
     history: torch.Tensor,
@@ -108,10 +140,15 @@ def sample_next(
     top = logits.amax(dim=-1, keepdim=True)  # (B, 1)
     if bool((top == float("-inf")).any()):
         raise ValueError("no byte has a finite logit (the model produced NaN, or every byte was excluded)")
+    if params.greedy and not params.infill:
+        return logits.argmax(dim=-1)
+    # Shifted to a maximum of 0 first, so that dividing by a small temperature cannot overflow. Greedy
+    # infilling filters the model's own distribution (temperature 1), then takes the most likely id.
+    logits = (logits - top) / (1.0 if params.greedy else params.temperature)
+    logits = top_p_filter(top_k_filter(logits, params.top_k), params.top_p)
+    if params.infill:
+        logits = infill_filter(logits)
     if params.greedy:
         return logits.argmax(dim=-1)
-    # Shifted to a maximum of 0 first, so that dividing by a small temperature cannot overflow.
-    logits = (logits - top) / params.temperature
-    logits = top_p_filter(top_k_filter(logits, params.top_k), params.top_p)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

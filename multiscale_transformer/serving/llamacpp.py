@@ -24,6 +24,7 @@ from pydantic import Field
 
 from multiscale_transformer.generation import fim
 from multiscale_transformer.generation.fim import Infill
+from multiscale_transformer.generation.row import CompletionOptions
 from multiscale_transformer.serving.common import engine_of, read_body, repository_of, settings_of
 from multiscale_transformer.serving.engine import Chunk, Finished
 from multiscale_transformer.serving.errors import APIError
@@ -73,6 +74,9 @@ class LlamaSampling(CommonSampling):
     # llama.vscode asks for several completions at once (1..4, as llama.cpp allows), not streamed:
     # the reply is then a list, completion i sampled with seed + i.
     n_cmpl: Annotated[int, Field(ge=1, le=4)] = 1
+    # llama.cpp's sampler chain: names (["top_k", "top_p", "infill"] from llama.vscode and llama.vim)
+    # or one letter each ("kpi"). See `chain`.
+    samplers: Annotated[list[Annotated[str, Field(max_length=32)]], Field(max_length=32)] | str | None = None
 
     def sampling(self, request: Request) -> Sampling:
         # The fields were checked as this model's (the same bounded types as OpenAI's): translated
@@ -90,11 +94,41 @@ class LlamaSampling(CommonSampling):
         max_tokens = None if self.n_predict in (None, -1) else self.n_predict
         sampling = sampling_of(fields, settings_of(request), max_tokens)
         options = dataclasses.replace(
-            sampling.options,
+            chain(sampling.options, self.samplers, self.temperature),
             min_indent=self.n_indent or 0,
             max_predict_s=self.t_max_predict_ms / 1000 if self.t_max_predict_ms else None,
         )
         return dataclasses.replace(sampling, options=options)
+
+
+# llama.cpp's samplers that this server has, by name and by letter (common/sampling.cpp); the others
+# (dry, typ_p, min_p, xtc, top_n_sigma, ...) are skipped, as llama.cpp skips names it does not know.
+SAMPLER_NAMES = {"top_k": "k", "top_p": "p", "temperature": "t", "temp": "t", "penalties": "e", "infill": "i"}
+
+
+def chain(options: CompletionOptions, samplers: list[str] | str | None, temperature: float | None) -> CompletionOptions:
+    """The sampling that a request's `samplers` asks for. As in llama.cpp, only the listed samplers act
+    and the byte is then drawn from what they leave: top-k, top-p, the penalties (repeat, frequency,
+    presence) and temperature apply only when listed (unlisted, temperature is 1), and "infill" adds
+    llama.cpp's infill sampler (sampling.infill_filter). The order is this server's (penalties,
+    temperature, top-k, top-p, infill), not the list's. A request's temperature of 0 stays greedy.
+    Without `samplers`, every field acts as sent."""
+    if samplers is None:
+        return options
+    letters = set(samplers) if isinstance(samplers, str) else {SAMPLER_NAMES.get(n, "") for n in samplers}
+    p = options.params
+    greedy = temperature is not None and temperature <= 0
+    params = dataclasses.replace(
+        p,
+        temperature=p.temperature if "t" in letters or greedy else 1.0,
+        top_k=p.top_k if "k" in letters else None,
+        top_p=p.top_p if "p" in letters else None,
+        repetition_penalty=p.repetition_penalty if "e" in letters else 1.0,
+        infill="i" in letters,
+    )
+    if "e" in letters:
+        return dataclasses.replace(options, params=params)
+    return dataclasses.replace(options, params=params, frequency_penalty=0.0, presence_penalty=0.0)
 
 
 class LlamaCompletionRequest(LlamaSampling):

@@ -140,8 +140,8 @@ def infill_prompt(
     infill: Infill, options: CompletionOptions, config: ModelConfig, param: str, repository: Repository | None = None
 ) -> Prompt:
     """An infilling laid out as the model was trained (generation/fim.py), with max_tokens cut to the room
-    the context leaves and the stops with which editor servers end an infilling (`fim.editor_stops`)
-    added; 400 naming `param` when the model cannot infill or the context has no room. With a
+    the context leaves and the stops with which editor servers end an infilling (`fim.editor_stops`,
+    and a repeated line) added; 400 naming `param` when the model cannot infill or the context has no room. With a
     repository (`axl serve --repo`), an infilling that brings no chunks of other files gets retrieved ones."""
     if repository is not None:
         infill = repository.with_chunks(infill)
@@ -150,5 +150,5 @@ def infill_prompt(
     except UserError as exc:
         code = "fim_unsupported" if not config.fim else "invalid_fim_prompt"
         raise APIError(400, str(exc), param=param, code=code) from None
-    options = dataclasses.replace(options, max_tokens=plan.max_tokens, stop=plan.stop)
+    options = dataclasses.replace(options, max_tokens=plan.max_tokens, stop=plan.stop, stop_repeated_lines=True)
     return Prompt(plan.ids, options, truncated=fim.truncated(infill, plan.ids))
