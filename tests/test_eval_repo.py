@@ -27,7 +27,7 @@ from multiscale_transformer.evaluation.retrieval import LeaveOneOutIndex, identi
 from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.training.data import Document
 
-from .conftest import make_model
+from .conftest import OPTIONS, make_model
 
 T = 64  # a small context: files span many windows, yet a line of another file fits in its budget
 
@@ -161,6 +161,46 @@ def test_dynamic_scores_a_window_before_its_step(small: MultiScaleTransformer) -
     got = dynamic[0][second.first_byte : second.first_byte + second.n_scored]
     np.testing.assert_allclose(got, expected.double().numpy(), rtol=1e-4)
     assert not np.allclose(got, alone[0][second.first_byte : second.first_byte + second.n_scored], rtol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def rolling() -> MultiScaleTransformer:
+    """Every attention windowed: it reads any length, and mode dynamic steps every `step_bytes`."""
+    model = make_model("tiny", **{**OPTIONS["windows=8,16"], "max_seq_len": T})
+    assert model.config.rolling
+    return model
+
+
+ROLLING = replace(DYNAMIC, step_bytes=16, step_context=32)
+
+
+def test_rolling_dynamic_without_steps_is_the_full_pass_over_each_file(rolling: MultiScaleTransformer) -> None:
+    """Read through the caches piece by piece, with weights that do not move (SGD, lr 0), every byte
+    costs what one full pass over its whole file gives it (files longer than the context included)."""
+    docs = [*repo_docs(), Document("pkg/long.py", source(7, 12))]
+    assert len(docs[-1].data) > 3 * T
+    got = nats_of(rolling, docs, "dynamic", replace(ROLLING, lr=0.0, optimizer="sgd"))
+    for doc, nats in zip(docs, got, strict=True):
+        ids = torch.cat([torch.tensor([257]), torch.tensor(list(doc.data))])[None]
+        with torch.no_grad():
+            want = F.cross_entropy(rolling(ids[:, :-1])[0], ids[0, 1:], reduction="none")
+        np.testing.assert_allclose(nats, want.double().numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("how", ["one byte", "the rest"])
+def test_rolling_dynamic_steps_only_on_scored_bytes(rolling: MultiScaleTransformer, how: str) -> None:
+    """A changed byte moves no bit scored before it, in its file or in the files read before it; the
+    steps do move the bits after the first piece (the weights learn), and the first piece is scored
+    by the weights as given."""
+    docs = repo_docs()
+    t = 33  # the second byte of the third piece of 16: a step that read ahead of its piece would see it
+    changed = [docs[0], Document(docs[1].name, changed_at(docs[1].data, t, how)), docs[2]]
+    before, after = nats_of(rolling, docs, "dynamic", ROLLING), nats_of(rolling, changed, "dynamic", ROLLING)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1][:t], after[1][:t])
+    assert not np.array_equal(before[1][t : t + 1], after[1][t : t + 1])
+    frozen = nats_of(rolling, docs, "dynamic", replace(ROLLING, lr=0.0, optimizer="sgd"))
+    np.testing.assert_allclose(before[0][:16], frozen[0][:16], rtol=1e-5)
+    assert not np.allclose(before[0][16:], frozen[0][16:], rtol=1e-3)
 
 
 def test_dynamic_leaves_the_callers_model_as_it_was(small: MultiScaleTransformer) -> None:

@@ -72,6 +72,15 @@ def add_repo_arguments(p: argparse.ArgumentParser) -> None:
         "--dynamic-optimizer", choices=("sgd", "adam"), default="adam", help="dynamic evaluation's optimizer"
     )
     r.add_argument("--dynamic-lr", type=positive_float, default=3e-4, help="dynamic evaluation's learning rate (3e-4)")
+    r.add_argument(
+        "--dynamic-step",
+        type=positive_int,
+        default=256,
+        help="a model that reads any length (every attention windowed): bytes scored between steps (256)",
+    )
+    r.add_argument(
+        "--dynamic-context", type=positive_int, default=1024, help="... and the bytes each step reads (1024)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

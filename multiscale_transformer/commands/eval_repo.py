@@ -34,6 +34,8 @@ def run_repo(args: argparse.Namespace) -> int:
         optimizer=args.dynamic_optimizer,
         lr=args.dynamic_lr,
         batch_size=args.batch_size,
+        step_bytes=args.dynamic_step,
+        step_context=args.dynamic_context,
     )
     repos = [
         (root, repository_documents(root, "evaluate")) for root in args.repo
@@ -58,6 +60,8 @@ def run_repo(args: argparse.Namespace) -> int:
         "dynamic_optimizer": options.optimizer,
         "dynamic_lr": options.lr,
     }
+    if model.config.rolling:  # dynamic evaluation steps every step_bytes (evaluation/repo.py score_rolling)
+        settings |= {"dynamic_step": options.step_bytes, "dynamic_context": options.step_context}
     if args.json:
         print(
             json.dumps({**settings, "total": _total(results), "repositories": [r.to_json() for r in results]}, indent=2)

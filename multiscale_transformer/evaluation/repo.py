@@ -10,6 +10,10 @@ Modes (each scores every byte of every file exactly once, as evaluation/bpb.py d
   dynamic    dynamic evaluation (Krause et al. 2018): the files in sorted path order, one window at a time;
              after a window is scored, one optimizer step on the loss of the bytes it just scored, so the
              model learns the repository as it reads it. No step ever sees a byte before it was scored.
+             A model that reads any length (ModelConfig.rolling: every attention windowed) reads each
+             file once through its caches instead, `step_bytes` at a time, one optimizer step after each
+             piece on its bytes with `step_context` bytes before them (`score_rolling`): a step every 256
+             bytes where a window of 8,192 would step every 4,096.
   both       retrieval's windows, with dynamic's steps. A step reads only the file's own bytes of the window
              (a second, shorter forward pass): a step with the chunks in its context would let the weights
              absorb chunks of files not yet read, among them later bytes of a file read further on.
@@ -39,6 +43,7 @@ from multiscale_transformer.evaluation.retrieval import (
     pack_chunks,
     split_chunks,
 )
+from multiscale_transformer.model.cache import ModelCache
 from multiscale_transformer.model.model import MultiScaleTransformer
 from multiscale_transformer.model.vocab import EOS_ID
 from multiscale_transformer.training.data import Document
@@ -61,6 +66,8 @@ class RepoOptions:
     optimizer: str = "adam"  # dynamic modes
     lr: float = 3e-4
     batch_size: int = 16  # windows per forward pass in the static modes
+    step_bytes: int = 256  # rolling models, mode dynamic: bytes scored between two steps
+    step_context: int = 1024  # ... and the bytes a step reads, the scored ones last
 
     def own_context(self, context: int, mode: str) -> int:
         return context - self.budget_ids(context) if mode in RETRIEVAL_MODES else context
@@ -80,6 +87,11 @@ class RepoOptions:
             own = self.own_context(context, mode)
             if mode in RETRIEVAL_MODES and min(self.budget_ids(context), own) < 2:
                 raise UserError(f"--retrieval-budget {self.budget} leaves no room in a {context}-byte context")
+            if mode == "dynamic" and not 1 <= self.step_bytes <= self.step_context:
+                raise UserError(
+                    f"--dynamic-step ({self.step_bytes}) must be at least 1 and at most --dynamic-context "
+                    f"({self.step_context})"
+                )
             if self.stride is not None and not 1 <= self.stride <= own:
                 raise UserError(
                     f"--stride must be in 1..{own} (the file's own context in mode {mode}), got {self.stride}"
@@ -163,7 +175,9 @@ def evaluate_repository(
     for mode in modes:
         start = time.process_time()
         windows = plan_windows(docs, context, mode, options)
-        if mode in DYNAMIC_MODES:
+        if mode == "dynamic" and model.config.rolling:
+            nats = score_rolling(copy.deepcopy(model), docs, options)
+        elif mode in DYNAMIC_MODES:
             nats = score_dynamic(copy.deepcopy(model), windows, docs, options)
         else:
             nats = score_static(model, windows, docs, context, options.batch_size)
@@ -237,6 +251,39 @@ def score_dynamic(
             opt.zero_grad(set_to_none=True)
             loss.backward()
         opt.step()
+    return _checked(nats)
+
+
+def score_rolling(model: MultiScaleTransformer, docs: Sequence[Document], options: RepoOptions) -> list[np.ndarray]:
+    """Dynamic evaluation of a model that reads any length: each file once, through a fresh cache (the
+    file alone, as in mode alone), `step_bytes` at a time. Each piece is scored with the weights as they
+    are, then the model takes one step on the loss of those bytes, read with up to `step_context` bytes
+    before them. Keys and values already in the cache stay those of the weights that computed them
+    (recomputing them after every step would cost the whole context again): later bytes read them as
+    they were, still only bytes before themselves."""
+    model.eval()  # no dropout: the bits must be those of the weights as they are
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt: torch.optim.Optimizer = (
+        torch.optim.Adam(params, lr=options.lr)
+        if options.optimizer == "adam"
+        else torch.optim.SGD(params, lr=options.lr)
+    )
+    nats = _empty(docs)
+    device = next(model.parameters()).device
+    for i, doc in enumerate(docs):
+        seq = _ids(doc.data).to(device)  # EOS, then the file: inputs seq[t] predict seq[t + 1]
+        cache = ModelCache(model.config, 1, device)
+        for a in range(0, len(doc.data), options.step_bytes):
+            b = min(a + options.step_bytes, len(doc.data))
+            with torch.no_grad():
+                logits = model.head(model.hidden(seq[None, a:b], cache.at([0], [a]))).float()[0]
+                nats[i][a:b] = F.cross_entropy(logits, seq[a + 1 : b + 1], reduction="none").double().cpu().numpy()
+            lo = max(0, b - options.step_context)
+            logits = model(seq[None, lo:b]).float()[0, a - lo :]
+            loss = F.cross_entropy(logits, seq[a + 1 : b + 1])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
     return _checked(nats)
 
 
