@@ -9,6 +9,9 @@ then prints:
 2. A llama.vim request with `t_max_predict_ms: 250` while 3 other streams run (aim: under 300 ms).
 3. A 512-byte stream alone, beside a 16 KiB inspection, and beside a second 512-byte stream: the
    inspection should slow it no more than the second stream does (its windows run one per step).
+4. llama.vscode with repository context: its warm-up (16 chunks of 32 lines of other files as
+   `input_extra`, `n_predict: 0`), then streamed infillings at three cursors (256 lines of prefix, 64
+   of suffix, the same chunks): the client's time to the first byte (issue 28 aim: at most 250 ms).
 
     python bench/editor_latency.py [--model DIR]
 """
@@ -101,6 +104,32 @@ def inspection_next_to_a_stream(base: str) -> None:
           f"({with_stream / alone:.2f}x)")  # fmt: skip
 
 
+def repository_context(base: str) -> None:
+    other = Path(argparse.__file__).read_text(encoding="utf-8").splitlines(keepends=True)
+    extra = [{"filename": "argparse.py", "text": "".join(other[i * 32 : (i + 1) * 32])} for i in range(16)]
+    warm = {"input_prefix": "", "input_suffix": "", "input_extra": extra, "prompt": "", "n_predict": 0,
+            "samplers": [], "cache_prompt": True, "t_max_prompt_ms": 1, "t_max_predict_ms": 1}  # fmt: skip
+    httpx.post(f"{base}/infill", json=warm, timeout=60).raise_for_status()
+    lines = SOURCE.splitlines(keepends=True)
+    times = []
+    for cursor in (300, 360, 420):  # three places in textwrap.py, none read before
+        prefix, suffix = "".join(lines[cursor - 256 : cursor]), "".join(lines[cursor : cursor + 64])
+        body = {"input_prefix": prefix, "input_suffix": suffix, "input_extra": extra, "prompt": "",
+                "n_predict": 128, "n_indent": 4, "top_k": 40, "top_p": 0.99,
+                "samplers": ["top_k", "top_p", "infill"], "stream": True, "cache_prompt": True,
+                "t_max_prompt_ms": 500, "t_max_predict_ms": 1000}  # fmt: skip
+        start = time.perf_counter()
+        with httpx.stream("POST", f"{base}/infill", json=body, timeout=60) as response:
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    times.append((time.perf_counter() - start) * 1000)
+                    break
+            for _ in response.iter_lines():
+                pass
+    print("4. llama.vscode after its warm-up with 16 chunks, time to the first byte at three cursors: "
+          + " / ".join(f"{ms:.0f}" for ms in times) + " ms")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=BUNDLED)
@@ -114,6 +143,7 @@ def main() -> None:
         wait_ready(base, server)
         stream(base, 32, 0)  # first calls pay one-time costs
         kept_alive(base)
+        repository_context(base)
         budget_under_load(base)
         inspection_next_to_a_stream(base)
     finally:

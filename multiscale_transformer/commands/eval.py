@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # evaluation/repo.py's MODES and OPTIMIZERS, spelled out so that building the parser imports no torch
 # (RepoOptions.check refuses anything else in one line).
-REPO_MODES = "alone,retrieval,dynamic,both"
+REPO_MODES = "alone,retrieval,dynamic,both,match,dynamic+match"
 
 
 def add_repo_arguments(p: argparse.ArgumentParser) -> None:
