@@ -5,7 +5,7 @@ each step then advances every active row by one byte together. Each row has its 
 parameters, seeded generator, history and stop sequences, so simultaneous requests never mix.
 The event loop never runs the model: it submits jobs and receives events through a callback.
 Other model work (an inspection's windows) comes as `call`s, run between two decode steps, never
-beside one, and while rows decode taking at most half the scheduler's time (`_run_one_call`).
+beside one, and while rows decode taking at most a third of the scheduler's time (`_run_one_call`).
 A warm-up (llama.cpp's n_predict 0, which llama.vim and llama.vscode send ahead of a completion)
 prefills its prompt into a free row and frees the row at once, generating nothing: the row's cache
 keeps the prompt for the next request that starts the same way.
@@ -35,6 +35,8 @@ log = logging.getLogger("axl.serve")
 T = TypeVar("T")
 SHUTTING_DOWN = "the server is shutting down"
 WAKE = object()  # put in the inbox with a call, so that an idle scheduler wakes up to run it
+
+CALL_WAIT = 2.0  # decoding time owed after each call, per second the call took (`_run_one_call`)
 
 
 class ServerBusy(Exception):
@@ -253,9 +255,11 @@ class Engine:
                 self._fail(job, message, status)
 
     def _run_one_call(self) -> None:
-        """Run the next call, if any; while rows decode, calls get at most half the scheduler's time (after
-        a call that took t seconds, the next waits until the decode steps have had t seconds), so that a
-        long inspection slows the streams about as much as one more stream does."""
+        """Run the next call, if any; while rows decode, calls get at most a third of the scheduler's time
+        (after a call that took t seconds, the next waits until the decode steps have had 2t seconds), so
+        that a long inspection slows the streams no more than one more stream does. A half was enough at
+        256 bytes of context; at 8,192 a second stream costs less than its share (rows decode batched)
+        and an inspection's window more (bench/editor_latency.py: 2.36x against 1.81x with a half)."""
         if time.perf_counter() < self._next_call_at and any(job is not None for job in self.rows):
             return
         try:
@@ -270,7 +274,7 @@ class Engine:
         except Exception as exc:  # the caller's failure, reported to the caller
             future.set_exception(exc)
         end = time.perf_counter()
-        self._next_call_at = end + (end - start)
+        self._next_call_at = end + CALL_WAIT * (end - start)
 
     def _fail_calls(self, message: str) -> None:
         while True:

@@ -8,7 +8,7 @@ Numbers are rounded to 4 decimals. What an inspection may cost is bounded, since
 - size: top_logprobs x bytes at most ALTERNATIVES x `--max-inspect-bytes` (the playground asks 5);
 - queue: one inspection runs at a time, INSPECT_QUEUE in all may wait or run, more get 429;
 - sharing: its windows run in the engine's thread between decoding steps (`Engine.call`), at most
-  half the scheduler's time while streams run, so a stream slows about as much as beside one more
+  a third of the scheduler's time while streams run, so a stream slows no more than beside one more
   stream, not by a second computation competing for the cores;
 - abandonment: a client that disconnects stops its inspection at the next window.
 """
