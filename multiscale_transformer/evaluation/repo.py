@@ -247,13 +247,7 @@ def score_dynamic(
     """Windows one at a time in order; each is scored, then the model takes one step on the loss of the
     bytes just scored, reading only the file's own bytes (without chunks this is the same forward pass:
     the bits are recorded before the weights move)."""
-    model.eval()  # no dropout: the bits must be those of the weights as they are
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt: torch.optim.Optimizer = (
-        torch.optim.Adam(params, lr=options.lr)
-        if options.optimizer == "adam"
-        else torch.optim.SGD(params, lr=options.lr)
-    )
+    opt = _adapting(model, options)
     nats = _empty(docs)
     for p in windows:
         with torch.enable_grad():
@@ -278,13 +272,7 @@ def score_rolling(model: MultiScaleTransformer, docs: Sequence[Document], option
     before them. Keys and values already in the cache stay those of the weights that computed them
     (recomputing them after every step would cost the whole context again): later bytes read them as
     they were, still only bytes before themselves."""
-    model.eval()  # no dropout: the bits must be those of the weights as they are
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt: torch.optim.Optimizer = (
-        torch.optim.Adam(params, lr=options.lr)
-        if options.optimizer == "adam"
-        else torch.optim.SGD(params, lr=options.lr)
-    )
+    opt = _adapting(model, options)
     nats = _empty(docs)
     device = next(model.parameters()).device
     for i, doc in enumerate(docs):
@@ -302,6 +290,16 @@ def score_rolling(model: MultiScaleTransformer, docs: Sequence[Document], option
             loss.backward()
             opt.step()
     return _checked(nats)
+
+
+def _adapting(model: MultiScaleTransformer, options: RepoOptions) -> torch.optim.Optimizer:
+    """The dynamic modes' optimizer over `model` (a copy), put in eval mode: no dropout, the bits must be
+    those of the weights as they are."""
+    model.eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if options.optimizer == "adam":
+        return torch.optim.Adam(params, lr=options.lr)
+    return torch.optim.SGD(params, lr=options.lr)
 
 
 def _nll(model: MultiScaleTransformer, p: Prepared) -> torch.Tensor:
