@@ -252,6 +252,10 @@ def test_eval_repo_cli_prints_tables(repo: Path, capsys: pytest.CaptureFixture[s
         (["--repo", "REPO", "--modes", "alone,psychic"], "unknown mode"),
         (["--repo", "REPO", "--fim"], "does not combine"),
         (["--repo", "REPO", "--stride", "100"], "stride"),
+        *(
+            (["--repo", "REPO", "--modes", mode, "--dynamic-step", "64", "--dynamic-context", "32"], "--dynamic-step")
+            for mode in ("dynamic", "dynamic+match")  # a step that reads less than it scores
+        ),
     ],
 )
 def test_eval_repo_bad_input_is_one_line(
