@@ -13,7 +13,7 @@ then prints:
    `input_extra`, `n_predict: 0`), then streamed infillings at three cursors (256 lines of prefix, 64
    of suffix, the same chunks): the client's time to the first byte (issue 28 aim: at most 250 ms).
 
-    python bench/editor_latency.py [--model DIR]
+    python bench/editor_latency.py [--model DIR] [--only N ...]
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ def repository_context(base: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=BUNDLED)
+    parser.add_argument("--only", type=int, action="append", choices=range(1, 5), help="run item N only (repeatable)")
     args = parser.parse_args()
     port = free_port()
     cmd = [sys.executable, "-m", "multiscale_transformer", "serve", "--model", str(args.model), "--port", str(port),
@@ -141,10 +142,10 @@ def main() -> None:
     try:
         wait_ready(base, server)
         stream(base, 32, 0)  # first calls pay one-time costs
-        kept_alive(base)
-        repository_context(base)
-        budget_under_load(base)
-        inspection_next_to_a_stream(base)
+        items = {1: kept_alive, 4: repository_context, 2: budget_under_load, 3: inspection_next_to_a_stream}
+        for number, item in items.items():
+            if not args.only or number in args.only:
+                item(base)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -88,21 +88,33 @@ def test_every_parameter_reaches_the_loss(case: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("n", "m", "window", "query_step", "key_step"),
-    [(37, 37, 8, 1, 1), (37, 10, 8, 1, 4), (9, 37, 16, 4, 1), (64, 32, 16, 1, 2), (5, 5, 8, 1, 1)],
-)
-def test_local_attention_is_the_windowed_mask(n: int, m: int, window: int, query_step: int, key_step: int) -> None:
-    """Blocked local attention equals attention with the full (n, m) mask of the same rule."""
-    from multiscale_transformer.model.attention import Local, attend
+    ("n", "m", "window", "query_step", "key_step", "offset"),
+    [(37, 37, 8, 1, 1, 0), (37, 10, 8, 1, 4, 0), (9, 37, 16, 4, 1, 0), (64, 32, 16, 1, 2, 0), (5, 5, 8, 1, 1, 0),
+     (30, 45, 8, 1, 1, 15), (20, 12, 16, 1, 4, 27), (6, 40, 16, 4, 1, 3), (3, 20, 8, 1, 2, 7)],
+)  # fmt: skip
+@pytest.mark.parametrize("block", [64, 2, 1])
+def test_local_attention_is_the_windowed_mask(
+    n: int, m: int, window: int, query_step: int, key_step: int, offset: int, block: int
+) -> None:
+    """Blocked local attention equals attention with the full (n, m) mask of the same rule: whole
+    windows per block (block 64) or split into several (2, 1), from key 0 or extending a cached
+    prefix (an offset: the queries start after the keys, as in a continued prefill), without
+    autograd and while it records (another layout of the same blocks)."""
+    from multiscale_transformer.model.attention import Local, _splits, attend
     from multiscale_transformer.model.scales import may_read
 
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, length, 8, generator=gen) for length in (n, m, m))
-    mask = may_read(torch.arange(n) * query_step, torch.arange(m) * key_step, window)
+    query_ends = (offset + torch.arange(n)) * query_step
+    mask = may_read(query_ends, torch.arange(m) * key_step, window)
     assert mask.any(-1).all()
+    local = Local(window, query_step, key_step, offset, block)
+    assert _splits(local) > 1 or block == 64  # the small blocks split the window
     full = attend(q, k, v, mask)
-    torch.testing.assert_close(attend(q, k, v, Local(window, query_step, key_step)), full)
-    if window < n * query_step:  # the window matters: without it the answer differs
-        assert not torch.allclose(
-            attend(q, k, v, may_read(torch.arange(n) * query_step, torch.arange(m) * key_step)), full
-        )
+    torch.testing.assert_close(attend(q, k, v, local), full)  # bands as views, blocks of `block` queries
+    recorded = attend(q.requires_grad_(), k, v, local)  # bands as copies, whole windows
+    torch.testing.assert_close(recorded.detach(), full)
+    recorded.sum().backward()
+    assert q.grad is not None and q.grad.isfinite().all()
+    if window < (offset + n) * query_step:  # the window matters: without it the answer differs
+        assert not torch.allclose(attend(q, k, v, may_read(query_ends, torch.arange(m) * key_step)), full)

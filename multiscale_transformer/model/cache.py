@@ -50,8 +50,8 @@ class CacheView:
     it reads back: positions `first` .. `length` - 1 of every row.
 
     The caller masks what a row may not read (shorter rows, windows). `at` = (row, slot) when the
-    call writes one key of one row, the decoding steady state: plain slice copies instead of
-    index_put and gathers.
+    call writes the keys of one row into one stretch of the ring from `slot` on (a decoding step,
+    a one-row prefill): plain slice copies instead of index_put and gathers.
     """
 
     cache: KVCache
@@ -65,7 +65,7 @@ class CacheView:
     @classmethod
     def of(cls, cache: KVCache, rows: list[int], first: list[int], n: int, length: int, lo: int = 0) -> CacheView:
         """Rows `rows` write n keys each at positions first[r] .. first[r] + n - 1, then read keys lo .. length - 1."""
-        if len(rows) == 1 and n == 1:
+        if len(rows) == 1 and stretch(first[0], n, cache.capacity) is not None:
             return cls(cache, None, None, length, lo, (rows[0], first[0] % cache.capacity))
         device = cache.k.device
         pos = torch.tensor(first, device=device)[:, None] + torch.arange(n, device=device)  # (R, n)
@@ -88,8 +88,8 @@ class CacheView:
     def write(self, k: torch.Tensor, v: torch.Tensor) -> None:
         if self.at is not None:  # narrow + copy_: fewer dispatched operators than indexing
             row, slot = self.at
-            self.cache.k.narrow(0, row, 1).narrow(2, slot, 1).copy_(k)
-            self.cache.v.narrow(0, row, 1).narrow(2, slot, 1).copy_(v)
+            self.cache.k.narrow(0, row, 1).narrow(2, slot, k.shape[2]).copy_(k)
+            self.cache.v.narrow(0, row, 1).narrow(2, slot, v.shape[2]).copy_(v)
             return
         assert self.rows is not None and self.slots is not None
         index = (self.rows[:, None], slice(None), self.slots)  # selects (R, S, H, hd)
@@ -168,8 +168,9 @@ class ModelCache:
 
     def keep_pooled(self, rows: list[int], start: list[int], h: torch.Tensor) -> None:
         """What the coarser scales pool at the call's bytes, h (R, T, d)."""
-        if len(rows) == 1 and h.shape[1] == 1:
-            self.pooled[rows[0], start[0] % self.capacity] = h[0, 0]
+        one = stretch(start[0], h.shape[1], self.capacity) if len(rows) == 1 else None
+        if one is not None:  # one row in one stretch of the ring: a decoding step, a prefill
+            self.pooled[rows[0], one] = h[0]
             return
         device = self.pooled.device
         pos = torch.tensor(start, device=device)[:, None] + torch.arange(h.shape[1], device=device)
