@@ -19,7 +19,7 @@ CAUSAL = "causal"
 # Queries per block of local attention without autograd (at most): a block reads the window before
 # it and itself, so smaller blocks read fewer keys that the mask then hides (half of them when a block
 # is the window, a fifth at a quarter of it). bench/attention.py, 1 thread, a continued prefill of
-# 3,878 bytes: blocks of 64 run the fine stack's attention 1.3x and the 2x stack's 2.3x faster than
+# 3,878 bytes: blocks of 64 run the fine stack's attention 1.5x and the 2x stack's 2.2x faster than
 # blocks of a window.
 QUERY_BLOCK = 64
 
