@@ -34,44 +34,25 @@ from multiscale_transformer.training import fim as training
 REACH = 256  # bytes of suffix, and of prefix between it and the middle
 
 
-def windowed_piece(piece: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """training.fim_piece with the windowed layout in place of SPM: (the piece, the suffix's rest)."""
+def windowed_piece(piece: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """training.fim_piece with the windowed layout in place of SPM, as a training.apply_fim
+    `transform`: (the ids, how many of the piece's bytes they hold: all but the suffix's rest)."""
     span = training.line_span(piece, rng) if rng.random() < training.LINE_SHARE else None
     lo, hi = span if span is not None else np.sort(rng.choice(training.char_starts(piece), size=2, replace=True))
     prefix, middle, suffix = piece[:lo], piece[lo:hi], piece[hi:]
     if rng.random() >= training.SPM_SHARE:  # PSM as before
         parts = ([FIM_PREFIX_ID], prefix, [FIM_SUFFIX_ID], suffix, [FIM_MIDDLE_ID], middle)
-        return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]), suffix[:0]
+        return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]), len(piece)
     starts = training.char_starts(prefix)
     cut = int(starts[np.searchsorted(starts, max(0, len(prefix) - REACH))])  # a character boundary
     ends = training.char_starts(suffix)
     keep = int(ends[np.searchsorted(ends, REACH, side="right") - 1])
     parts = (prefix[:cut], [FIM_PREFIX_ID, FIM_SUFFIX_ID], suffix[:keep], [FIM_MIDDLE_ID], prefix[cut:], middle)
-    return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]), suffix[keep:]
+    return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts]), int(hi) + keep
 
 
 def apply_windowed(window: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """training.apply_fim with `windowed_piece`: the same pieces, cuts and EOS; still (n,)."""
-    if rate <= 0:
-        return window
-    n = len(window)
-    eos = np.flatnonzero(window == EOS_ID)
-    out: list[np.ndarray] = []
-    used = 0
-    for start, end in zip([0, *(eos + 1).tolist()], [*eos.tolist(), n], strict=True):
-        piece = window[start:end]
-        room = n - used - training.SENTINELS - 1
-        if min(len(piece), room) > 0 and rng.random() < rate:
-            take = int(rng.integers(1, min(len(piece), room) + 1)) if end == n or len(piece) > room else len(piece)
-            body, rest = windowed_piece(piece[:take], rng)
-            part = np.concatenate([body, [EOS_ID], rest, piece[take:]]).astype(np.int64)
-        else:
-            part = piece if end == n else np.append(piece, EOS_ID)
-        out.append(part)
-        used += len(part)
-        if used >= n:
-            break
-    return np.concatenate(out)[:n]
+    return training.apply_fim(window, rate, rng, windowed_piece)
 
 
 def windowed_prompt(infill: inference.Infill, window: int, room: int) -> list[int]:

@@ -19,6 +19,7 @@ prefix, middle and suffix are each valid text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,6 +34,8 @@ DEFAULT_FIM_RATE = 0.5
 SPM_SHARE = 0.5  # share of transformed pieces in SPM order (the paper trains both jointly)
 LINE_SHARE = 0.5  # share of middles that are whole lines (the holes editors ask for)
 SENTINELS = 3  # <PRE>, <SUF>, <MID>: what a transformed piece adds, before its EOS
+# A layout of one piece: (its ids, how many of the piece's first bytes they hold).
+Transform = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, int]]
 
 
 def default_fim_rate(config: ModelConfig) -> float:
@@ -80,13 +83,17 @@ def fim_piece(piece: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([np.asarray(p, dtype=np.int64) for p in parts])
 
 
-def apply_fim(window: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+def apply_fim(
+    window: np.ndarray, rate: float, rng: np.random.Generator, transform: Transform | None = None
+) -> np.ndarray:
     """The window (n,) with each of its documents FIM-transformed with probability `rate`; still (n,).
 
     A transformed piece is followed by EOS (the end of its middle, and of its document when the piece
     was whole). A piece the window cuts is transformed from a random number of its first bytes (at most
     what leaves room for its sentinels and that EOS), and its remaining bytes follow the EOS as plain
-    text, so that an infilling's end falls anywhere in the window, never always at its last position."""
+    text, so that an infilling's end falls anywhere in the window, never always at its last position.
+    `transform` (for experiments with other layouts, bench/fim_layout.py) replaces `fim_piece`: it
+    returns the ids and how many of the piece's first bytes they hold; the rest follows the EOS."""
     if rate <= 0:
         return window
     n = len(window)
@@ -101,7 +108,8 @@ def apply_fim(window: np.ndarray, rate: float, rng: np.random.Generator) -> np.n
         if min(len(piece), room) > 0 and rng.random() < rate:
             cut = end == n or len(piece) > room
             take = int(rng.integers(1, min(len(piece), room) + 1)) if cut else len(piece)
-            part = np.concatenate([fim_piece(piece[:take], rng), [EOS_ID], piece[take:]]).astype(np.int64)
+            body, held = (fim_piece(piece[:take], rng), take) if transform is None else transform(piece[:take], rng)
+            part = np.concatenate([body, [EOS_ID], piece[held:]]).astype(np.int64)
         else:
             part = piece if end == n else np.append(piece, EOS_ID)
         out.append(part)
