@@ -109,6 +109,20 @@ def test_rate_is_the_share_of_documents_transformed() -> None:
     assert 0.4 < share < 0.6
 
 
+def test_another_layout_keeps_the_window_and_its_bytes() -> None:
+    """apply_fim with a `transform` (an experiment's layout): what the layout leaves of a piece
+    follows the EOS as plain text, and the window keeps its length."""
+
+    def first_three_marked(piece: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        held = min(3, len(piece))
+        return np.concatenate([[FIM_PREFIX_ID], piece[:held]]), held
+
+    window = np.array([*TEXT, EOS_ID, *b"x = 1\n"], dtype=np.int64)
+    out = apply_fim(window, 1.0, np.random.default_rng(0), first_three_marked).tolist()
+    assert len(out) == len(window)
+    assert out[: 4 + 1 + len(TEXT) - 3] == [FIM_PREFIX_ID, *TEXT[:3], EOS_ID, *TEXT[3:]]
+
+
 def test_sampling_never_emits_a_sentinel() -> None:
     options = CompletionOptions(50, SamplingParams(1.0, None, None, 1.0), logit_bias={i: 100.0 for i in FIM_IDS})
     state = RowState([1, 2, 3], options, torch.Generator().manual_seed(0), 258)

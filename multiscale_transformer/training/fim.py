@@ -93,7 +93,8 @@ def apply_fim(
     what leaves room for its sentinels and that EOS), and its remaining bytes follow the EOS as plain
     text, so that an infilling's end falls anywhere in the window, never always at its last position.
     `transform` (for experiments with other layouts, bench/fim_layout.py) replaces `fim_piece`: it
-    returns the ids and how many of the piece's first bytes they hold; the rest follows the EOS."""
+    returns the ids and how many of the piece's first bytes they hold; the rest follows the EOS, and
+    the next document follows the rest without one of its own."""
     if rate <= 0:
         return window
     n = len(window)
