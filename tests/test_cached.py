@@ -7,6 +7,7 @@ from multiscale_transformer.generation.cached import CachedDecoder
 from multiscale_transformer.generation.decoder import FullDecoder, keep_after_overflow
 from multiscale_transformer.generation.generate import stream
 from multiscale_transformer.generation.sampling import SamplingParams
+from multiscale_transformer.model import attention
 from multiscale_transformer.model.config import PRESETS
 
 from .conftest import FEATURES, OPTIONS, make_model
@@ -187,6 +188,24 @@ def test_rolling_decoding_equals_the_full_pass_far_past_the_context() -> None:
     data = torch.randint(0, 256, (500,), generator=torch.Generator().manual_seed(9)).tolist()
     assert_decoders_agree(model, data[:40], data[40:400])  # 6x the context: the rings wrap many times
     assert_decoders_agree(model, data[:100], data[100:300], row=1, batch=2)  # a prompt longer than the context
+
+
+def test_attention_in_blocks_smaller_than_a_window_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without autograd, windowed attention runs in blocks of at most attention.QUERY_BLOCK queries
+    (the bundled model's 256-byte window in 4); this model's windows (8, 16) fit one block, so with
+    blocks of 2 the full pass must not change, and the cached decoder (a prefill, a prefill continuing
+    a cached one, decoding far past the context) must still equal it."""
+    model = make_model("tiny", seed=5, **ROLLING)
+    data = torch.randint(0, 256, (400,), generator=torch.Generator().manual_seed(11)).tolist()
+    with torch.no_grad():
+        whole = model(torch.tensor([data[:300]]))
+        monkeypatch.setattr(attention, "QUERY_BLOCK", 2)
+        torch.testing.assert_close(model(torch.tensor([data[:300]])), whole, rtol=0, atol=1e-5)
+    assert_decoders_agree(model, data[:40], data[40:250])  # the rings wrap: past the context (64)
+    decoder, full = CachedDecoder(model, 2), FullDecoder(model, 2)
+    decoder.prefill_row(1, data[:23])
+    assert decoder.reuse(1, data[:61]) == 23  # the rest runs from an offset (attention.Local)
+    torch.testing.assert_close(decoder.prefill_row(1, data[:61]), full.prefill_row(1, data[:61]), rtol=0, atol=1e-5)
 
 
 def test_rolling_rows_at_different_positions_step_together() -> None:

@@ -31,13 +31,13 @@ class Local:
     j * key_step, and a query reads the keys that end within `window` positions up to its own
     (scales.may_read). The window is a multiple of both steps (ModelConfig checks). An offset is a
     call that extends a cached prefix: its keys start before its queries (model.py `_mask`).
-    `block`: the most queries per block (`QUERY_BLOCK`)."""
+    `block`: the most queries per block (None: `QUERY_BLOCK`, read when the attention runs)."""
 
     window: int
     query_step: int
     key_step: int
     offset: int = 0
-    block: int = QUERY_BLOCK
+    block: int | None = None
 
 
 Mask = torch.Tensor | str | Local | None
@@ -135,8 +135,9 @@ def _splits(local: Local) -> int:
     """Into how many blocks a window's worth of queries splits: the fewest that make blocks of at
     most `local.block` queries, each spanning a whole number of keys (else the most that do)."""
     bq, bk = local.window // local.query_step, local.window // local.key_step
+    block = QUERY_BLOCK if local.block is None else local.block
     fits = [s for s in range(1, min(bq, bk) + 1) if bq % s == 0 and bk % s == 0]
-    return next((s for s in fits if bq // s <= local.block), fits[-1])
+    return next((s for s in fits if bq // s <= block), fits[-1])
 
 
 def _band_mask(local: Local, s: int, bq: int, bk: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
